@@ -1,0 +1,1 @@
+"""Data: dataset readers, the synthetic Oxford-layout generator, transforms and LightningDataModules."""

@@ -1,0 +1,203 @@
+"""LightningDataModules: Oxford-IIIT Pet (cat breeds, cat vs other; real or synthetic) and a plain folder tree."""
+
+import logging
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader
+
+from cats_model.data.dataset import ImageDataset
+from cats_model.data.oxford import CAT, DOG, OxfordPet, PetRecord
+from cats_model.data.splits import Sample, stratified_split
+from cats_model.data.synthetic import SyntheticSpec, ensure_synthetic
+from cats_model.data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform, train_transform
+from cats_model.errors import UserError
+from cats_model.system import default_num_workers
+
+log = logging.getLogger(__name__)
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
+
+@dataclass
+class Splits:
+    classes: list[str]
+    train: list[Sample]
+    val: list[Sample]
+    test: list[Sample]
+
+
+class ImageDataModule(L.LightningDataModule):
+    """Shared loading and augmentation; subclasses only say which files belong to which split and class."""
+
+    mean = IMAGENET_MEAN
+    std = IMAGENET_STD
+
+    def __init__(
+        self,
+        root: str,
+        image_size: int = 224,
+        batch_size: int = 64,
+        num_workers: int | None = None,
+        val_fraction: float = 0.1,
+        seed: int = 42,
+        crop_scale: tuple[float, float] = (0.35, 1.0),
+        color_jitter: float = 0.3,
+    ):
+        super().__init__()
+        self.root = Path(root).expanduser()
+        self.image_size = image_size
+        self.batch_size = batch_size
+        self.num_workers = default_num_workers() if num_workers is None else num_workers
+        self.val_fraction = val_fraction
+        self.seed = seed
+        self.crop_scale = crop_scale
+        self.color_jitter = color_jitter
+        self.splits: Splits | None = None
+
+    def find_splits(self) -> Splits:
+        raise NotImplementedError
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits is None:
+            splits = self.find_splits()
+            for name in ("train", "val", "test"):
+                if not getattr(splits, name):
+                    raise UserError(
+                        f"the {name} split of {self.root} is empty: the dataset is too small or malformed"
+                    )
+            log.info(
+                "data: %d classes, %d train / %d val / %d test images from %s",
+                len(splits.classes), len(splits.train), len(splits.val), len(splits.test), self.root,
+            )  # fmt: skip
+            self.splits = splits
+
+    @property
+    def class_names(self) -> list[str]:
+        self.setup()
+        return self.splits.classes
+
+    def carve_val(self, trainval: list[Sample]) -> tuple[list[Sample], list[Sample]]:
+        train, val = stratified_split(trainval, (1 - self.val_fraction, self.val_fraction), self.seed)
+        return train, val
+
+    def _loader(self, samples: list[Sample], transform, train: bool) -> DataLoader:
+        return DataLoader(
+            ImageDataset(samples, transform),
+            batch_size=self.batch_size,
+            shuffle=train,
+            drop_last=train and len(samples) > self.batch_size,  # a last batch of 1 breaks BatchNorm
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        transform = train_transform(self.image_size, self.mean, self.std, self.crop_scale, self.color_jitter)
+        return self._loader(self.splits.train, transform, train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(
+            self.splits.val, eval_transform(self.image_size, self.mean, self.std), train=False
+        )
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(
+            self.splits.test, eval_transform(self.image_size, self.mean, self.std), train=False
+        )
+
+
+class OxfordPetDataModule(ImageDataModule):
+    """Oxford-IIIT Pet read from its own annotation lists; `synthetic` generates a stand-in tree at `root`."""
+
+    def __init__(self, *args, synthetic: dict | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.synthetic = None if synthetic is None else SyntheticSpec(**synthetic)
+
+    def prepare_data(self) -> None:
+        if self.synthetic is not None:
+            ensure_synthetic(self.root, self.synthetic)
+        OxfordPet(self.root).require()
+
+    def label(self, trainval: list[PetRecord], test: list[PetRecord]):
+        """Return (class names, labelled trainval, labelled test) as lists of (record, class index)."""
+        raise NotImplementedError
+
+    def find_splits(self) -> Splits:
+        self.prepare_data()
+        dataset = OxfordPet(self.root)
+        classes, trainval, test = self.label(dataset.split("trainval"), dataset.split("test"))
+
+        def existing(pairs):
+            samples = [(str(dataset.image_path(record)), label) for record, label in pairs]
+            present = [s for s in samples if Path(s[0]).is_file()]
+            if len(present) < len(samples):
+                log.warning(
+                    "%d images listed in the annotations are missing under %s",
+                    len(samples) - len(present),
+                    dataset.images_dir,
+                )
+            return present
+
+        train, val = self.carve_val(existing(trainval))
+        return Splits(classes, train, val, existing(test))
+
+
+class CatBreedsDataModule(OxfordPetDataModule):
+    """The 12 cat breeds; class names and order come from the annotation lists' class ids."""
+
+    def label(self, trainval, test):
+        cats = [r for r in trainval + test if r.species == CAT]
+        names = {r.class_id: r.breed for r in cats}
+        index = {class_id: i for i, class_id in enumerate(sorted(names))}
+
+        def labelled(records):
+            return [(r, index[r.class_id]) for r in records if r.species == CAT]
+
+        return [names[c] for c in sorted(names)], labelled(trainval), labelled(test)
+
+
+class CatVsOtherDataModule(OxfordPetDataModule):
+    """Cat against not-cat (the dog images), with `other_per_cat` not-cat images drawn per cat image."""
+
+    def __init__(self, *args, other_per_cat: float = 1.0, **kwargs):
+        super().__init__(*args, **kwargs)
+        if other_per_cat <= 0:
+            raise UserError(f"data.other_per_cat must be positive, got {other_per_cat}")
+        self.other_per_cat = other_per_cat
+
+    def label(self, trainval, test):
+        def labelled(records, split):
+            cats = [r for r in records if r.species == CAT]
+            dogs = sorted((r for r in records if r.species == DOG), key=lambda r: r.image)
+            wanted = min(len(dogs), round(len(cats) * self.other_per_cat))
+            others = random.Random(f"{self.seed}:other:{split}").sample(dogs, wanted)
+            return [(r, 0) for r in cats] + [(r, 1) for r in sorted(others, key=lambda r: r.image)]
+
+        return ["cat", "other"], labelled(trainval, "trainval"), labelled(test, "test")
+
+
+class FolderDataModule(ImageDataModule):
+    """Any tree of `root/<class name>/<image>`; split deterministically per class into train/val/test."""
+
+    def __init__(self, *args, test_fraction: float = 0.2, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.test_fraction = test_fraction
+
+    def find_splits(self) -> Splits:
+        folders = sorted(p for p in self.root.iterdir() if p.is_dir()) if self.root.is_dir() else []
+        files = {
+            folder.name: sorted(str(f) for f in folder.rglob("*") if f.suffix.lower() in IMAGE_EXTENSIONS)
+            for folder in folders
+        }
+        classes = [name for name, paths in files.items() if paths]
+        if len(classes) < 2:
+            raise UserError(
+                f"{self.root} needs at least two class folders with images (root/<class>/<image>)"
+            )
+        samples = [(path, label) for label, name in enumerate(classes) for path in files[name]]
+        fractions = (1 - self.val_fraction - self.test_fraction, self.val_fraction, self.test_fraction)
+        train, val, test = stratified_split(samples, fractions, self.seed)
+        return Splits(classes, train, val, test)

@@ -1,0 +1,35 @@
+"""Image transforms: train augmentation and the eval pre-processing that predict and export reuse."""
+
+import torch
+from torchvision.transforms import v2
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+EVAL_CROP_RATIO = 0.875  # resize to size / 0.875, then centre-crop: the usual ImageNet eval recipe
+
+
+def _to_normalized_tensor(mean, std) -> list:
+    return [v2.PILToTensor(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)]
+
+
+def train_transform(
+    image_size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD, crop_scale=(0.35, 1.0), color_jitter=0.3
+):
+    return v2.Compose(
+        [
+            v2.RandomResizedCrop(image_size, scale=tuple(crop_scale), antialias=True),
+            v2.RandomHorizontalFlip(),
+            v2.ColorJitter(brightness=color_jitter, contrast=color_jitter, saturation=color_jitter),
+            *_to_normalized_tensor(mean, std),
+        ]
+    )
+
+
+def eval_transform(image_size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD):
+    return v2.Compose(
+        [
+            v2.Resize(round(image_size / EVAL_CROP_RATIO), antialias=True),
+            v2.CenterCrop(image_size),
+            *_to_normalized_tensor(mean, std),
+        ]
+    )

@@ -1,0 +1,33 @@
+"""Errors a user can cause, and how they reach the terminal: one line, a non-zero exit."""
+
+import contextlib
+import logging
+import os
+import sys
+
+log = logging.getLogger(__name__)
+
+
+class UserError(Exception):
+    """Something the user can fix (a missing dataset, a bad override): shown as one line, never retried."""
+
+
+@contextlib.contextmanager
+def exit_on_user_error(exit_code: int = 2):
+    """Turn a UserError into one line on stderr and a non-zero exit; HYDRA_FULL_ERROR=1 keeps the traceback."""
+    try:
+        yield
+    except Exception as err:
+        cause = user_error_in(err)
+        if cause is None or os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        log.error("%s", cause)
+        print(f"error: {cause}", file=sys.stderr, flush=True)
+        sys.exit(exit_code)
+
+
+def user_error_in(err: BaseException | None) -> UserError | None:
+    """The UserError behind `err`, also when a wrapper (Hydra's instantiate) re-raised it as its cause."""
+    while err is not None and not isinstance(err, UserError):
+        err = err.__cause__
+    return err

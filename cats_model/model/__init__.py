@@ -1,0 +1,1 @@
+"""The model: torchvision backbones with a fitted head, the LR schedule, and the LightningModule."""

@@ -1,0 +1,21 @@
+"""Facts about the machine a run is on."""
+
+import os
+from pathlib import Path
+
+
+def available_cpus() -> int:
+    """CPUs this process may really use: the cgroup quota (containers) or the affinity mask, whichever is less."""
+    count = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:  # cgroup v2: "max 100000" or "<quota> <period>"
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+        if quota != "max":
+            count = min(count, max(1, int(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, count)
+
+
+def default_num_workers() -> int:
+    # One core stays with the training process; more than 8 decoders rarely helps a single GPU.
+    return min(8, max(0, available_cpus() - 1))

@@ -1,0 +1,123 @@
+"""Training entry: `python -m cats_model.train [overrides]`. A thin @hydra.main over `train(cfg) -> metrics`."""
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import hydra
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from cats_model import paths  # noqa: F401  (registers the config resolvers)
+from cats_model.atomic import atomic_write_text
+from cats_model.callbacks import AtomicCheckpointIO, TrainSpeed
+from cats_model.errors import UserError, exit_on_user_error
+
+log = logging.getLogger(__name__)
+METRICS_FILE = "metrics.json"
+
+
+def _uses_cuda(accelerator: str) -> bool:
+    return accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+
+
+def trainer_settings(trainer_cfg: DictConfig) -> dict:
+    """The Trainer's arguments, with `precision: auto` decided by the hardware and GPU requests checked."""
+    settings = OmegaConf.to_container(trainer_cfg, resolve=True)
+    accelerator = str(settings.get("accelerator", "auto"))
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise UserError(
+            f"trainer.accelerator={accelerator} but no CUDA GPU is visible: use trainer.accelerator=cpu"
+        )
+    if settings.get("precision") == "auto":
+        if not _uses_cuda(accelerator):
+            settings["precision"] = "32-true"
+        else:  # bf16 needs Ampere or newer; T4 and V100 get fp16 with loss scaling
+            settings["precision"] = "bf16-mixed" if torch.cuda.get_device_capability()[0] >= 8 else "16-mixed"
+    return settings
+
+
+def _instantiate_all(group: DictConfig | None) -> list:
+    return [instantiate(node) for node in (group or {}).values() if node is not None and "_target_" in node]
+
+
+def train(cfg: DictConfig) -> dict:
+    """Fit (resuming from the run's last.ckpt), test the best checkpoint, write and return metrics.json."""
+    started = time.time()
+    L.seed_everything(cfg.seed, workers=True)
+    output_dir = Path(cfg.paths.output_dir)
+
+    # Data first: a missing dataset fails here, before a model is built or a GPU touched.
+    datamodule = instantiate(cfg.data, _convert_="all")
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    model = instantiate(
+        cfg.model,
+        class_names=datamodule.class_names,
+        image_size=datamodule.image_size,
+        mean=list(datamodule.mean),
+        std=list(datamodule.std),
+        optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),
+        scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True),
+        _convert_="all",
+    )
+
+    speed = TrainSpeed()
+    callbacks = _instantiate_all(cfg.get("callbacks")) + [speed]
+    trainer = L.Trainer(
+        **trainer_settings(cfg.trainer),
+        callbacks=callbacks,
+        logger=_instantiate_all(cfg.get("logger")) or False,
+        plugins=[AtomicCheckpointIO()],
+    )
+
+    last_ckpt = Path(cfg.paths.checkpoint_dir) / "last.ckpt"
+    resume_from = str(last_ckpt) if cfg.resume and last_ckpt.is_file() else None
+    if resume_from:
+        log.info("resuming from %s", resume_from)
+    trainer.fit(model, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
+
+    best = next(
+        (c for c in callbacks if isinstance(c, L.pytorch.callbacks.ModelCheckpoint) and c.monitor), None
+    )
+    best_path = best.best_model_path if best is not None and best.best_model_path else None
+    test_metrics = {}
+    if cfg.test:
+        # Without a best checkpoint (no validation ran), test the weights as they are.
+        results = trainer.test(model, datamodule=datamodule, ckpt_path=best_path, weights_only=True)
+        test_metrics = results[0] if results else {}
+
+    metrics = {
+        "val/acc_best": float(best.best_model_score)
+        if best is not None and best.best_model_score is not None
+        else None,
+        **{key: float(value) for key, value in test_metrics.items()},
+        "best_model_path": best_path,
+        "last_model_path": str(last_ckpt) if last_ckpt.is_file() else None,
+        "epoch": trainer.current_epoch,
+        "global_step": trainer.global_step,
+        "resumed_from": resume_from,
+        "wall_time_s": round(time.time() - started, 2),
+        "train_images_per_sec": speed.images_per_sec,
+        "classes": datamodule.class_names,
+        **model.test_report,
+    }
+    if trainer.is_global_zero:
+        atomic_write_text(output_dir / METRICS_FILE, json.dumps(metrics, indent=2) + "\n")
+        log.info("metrics written to %s", output_dir / METRICS_FILE)
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path="../configs", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    with exit_on_user_error():
+        metrics = train(cfg)
+    # Sweepers such as Optuna minimise or maximise what the task returns.
+    return metrics.get(cfg.get("optimized_metric")) if cfg.get("optimized_metric") else None
+
+
+if __name__ == "__main__":
+    main()

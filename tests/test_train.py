@@ -1,0 +1,96 @@
+"""End to end on synthetic data: the CLI a user types, the metrics it writes, and resume."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import FAST, compose_train_config
+
+from cats_model.train import train
+
+
+def run_cli(*overrides: str, cwd=None, env_extra: dict | None = None) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    env.update(env_extra or {})
+    return subprocess.run(
+        [sys.executable, "-m", "cats_model.train", *overrides],
+        capture_output=True, text=True, env=env, cwd=cwd, timeout=600,
+    )  # fmt: skip
+
+
+def csv_epochs(run_dir) -> list[int]:
+    """The epochs that logged validation accuracy, in file order."""
+    with open(run_dir / "csv" / "metrics.csv", newline="") as f:
+        return [int(row["epoch"]) for row in csv.DictReader(f) if row.get("val/acc")]
+
+
+@pytest.mark.slow
+def test_cli_learns_synthetic_data_then_resumes_with_more_epochs(tmp_path):
+    run_dir = tmp_path / "run"
+    # The issue's acceptance command, run from elsewhere than the checkout: paths must not depend on the cwd.
+    command = [
+        "trainer.accelerator=cpu",
+        "data=synthetic",
+        "model=mobilenet_v3_small",
+        "model.pretrained=false",
+    ]
+    first = run_cli(*command, f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["test/acc"] >= 0.90, metrics
+    assert metrics["epoch"] == 10 and metrics["resumed_from"] is None
+    for key in ("val/acc_best", "best_model_path", "wall_time_s", "train_images_per_sec", "per_class_acc"):
+        assert metrics[key] is not None, key
+    assert (run_dir / ".hydra" / "config.yaml").is_file()
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert os.path.isfile(metrics["best_model_path"])
+    assert csv_epochs(run_dir) == list(range(10))
+
+    second = run_cli(*command, f"hydra.run.dir={run_dir}", "trainer.max_epochs=12", cwd=tmp_path)
+    assert second.returncode == 0, second.stderr[-3000:]
+    resumed = json.loads((run_dir / "metrics.json").read_text())
+    assert resumed["resumed_from"] == str(run_dir / "checkpoints" / "last.ckpt")
+    assert resumed["epoch"] == 12
+    assert csv_epochs(run_dir) == list(range(12))  # the earlier rows kept, no epoch run twice
+
+
+@pytest.mark.slow
+def test_resume_continues_from_last_checkpoint_and_can_be_declined(tmp_path):
+    one = train(compose_train_config(FAST, tmp_path))
+    steps_per_epoch = one["global_step"]
+    assert one["epoch"] == 1 and steps_per_epoch > 0
+
+    two = train(compose_train_config([*FAST, "trainer.max_epochs=3"], tmp_path))
+    assert two["resumed_from"].endswith("last.ckpt")
+    assert (two["epoch"], two["global_step"]) == (3, 3 * steps_per_epoch)
+
+    done = train(compose_train_config([*FAST, "trainer.max_epochs=3"], tmp_path))
+    assert (done["epoch"], done["global_step"]) == (3, 3 * steps_per_epoch)  # nothing left to train
+
+    fresh = train(compose_train_config([*FAST, "trainer.max_epochs=1", "resume=false"], tmp_path))
+    assert fresh["resumed_from"] is None and fresh["global_step"] == steps_per_epoch
+
+
+@pytest.mark.slow
+def test_checkpoint_is_usable_without_the_config(tmp_path):
+    metrics = train(compose_train_config(FAST, tmp_path))
+    checkpoint = torch.load(metrics["best_model_path"], map_location="cpu", weights_only=True)
+    hparams = checkpoint["hyper_parameters"]
+    assert hparams["class_names"] == metrics["classes"] and len(hparams["class_names"]) == 12
+    assert hparams["backbone"] == "mobilenet_v3_small"
+    assert hparams["image_size"] == 32
+    assert hparams["mean"] == pytest.approx([0.485, 0.456, 0.406])
+    assert hparams["std"] == pytest.approx([0.229, 0.224, 0.225])
+
+
+@pytest.mark.slow
+def test_warmup_as_long_as_the_run_trains(tmp_path):
+    # The original project divided by zero when the epochs equalled the warm-up epochs.
+    metrics = train(
+        compose_train_config([*FAST, "trainer.max_epochs=2", "scheduler.warmup_epochs=2"], tmp_path)
+    )
+    assert metrics["epoch"] == 2
