@@ -1,11 +1,8 @@
 """Errors a user can cause, and how they reach the terminal: one line, a non-zero exit."""
 
 import contextlib
-import logging
 import os
 import sys
-
-log = logging.getLogger(__name__)
 
 
 class UserError(Exception):
@@ -21,7 +18,6 @@ def exit_on_user_error(exit_code: int = 2):
         cause = user_error_in(err)
         if cause is None or os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
-        log.error("%s", cause)
         print(f"error: {cause}", file=sys.stderr, flush=True)
         sys.exit(exit_code)
 
