@@ -2,12 +2,9 @@ import os
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, open_dict
 
-from cats_model.paths import CONFIG_DIR, PROJECT_ROOT
+from cats_model.config import compose_train_config  # noqa: F401  (the tests import it from here)
+from cats_model.paths import PROJECT_ROOT
 
 # Tiny synthetic runs: a few images per class at 32 px, one CPU process.
 FAST = [
@@ -38,17 +35,6 @@ def data_dir(tmp_path_factory) -> Path:
         os.environ.pop("CATS_MODEL_DATA_DIR", None)
     else:
         os.environ["CATS_MODEL_DATA_DIR"] = previous
-
-
-def compose_train_config(overrides: list[str], run_dir: Path) -> DictConfig:
-    """Compose configs/train.yaml as `python -m cats_model.train` would, with `run_dir` as the run directory."""
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose("train", overrides=[f"hydra.run.dir={run_dir}", *overrides], return_hydra_config=True)
-    with open_dict(cfg):
-        cfg.hydra.runtime.output_dir = str(run_dir)
-    HydraConfig.instance().set_config(cfg)
-    return cfg
 
 
 @pytest.fixture

@@ -1,0 +1,32 @@
+"""Composing configs/train.yaml outside `@hydra.main`: for tests, the Modal entrypoint and the sweep launcher."""
+
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import HydraException
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from cats_model.errors import UserError
+from cats_model.paths import CONFIG_DIR
+
+
+def compose_train_config(overrides: list[str], run_dir: str | Path | None = None) -> DictConfig:
+    """Compose the config as `python -m cats_model.train OVERRIDES` would; with `run_dir`, ready to train."""
+    GlobalHydra.instance().clear()
+    extra = [f"hydra.run.dir={run_dir}"] if run_dir is not None else []
+    try:
+        with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+            cfg = compose("train", overrides=[*overrides, *extra], return_hydra_config=True)
+    except (HydraException, ValueError) as err:
+        raise UserError(" ".join(str(err).split())) from err
+    if run_dir is not None:
+        with open_dict(cfg):
+            cfg.hydra.runtime.output_dir = str(run_dir)
+        HydraConfig.instance().set_config(cfg)
+    return cfg
+
+
+def data_target(cfg: DictConfig) -> str:
+    return OmegaConf.select(cfg, "data._target_") or ""

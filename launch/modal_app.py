@@ -1,0 +1,78 @@
+"""The Modal app: `modal run launch/modal_app.py -- trainer.max_epochs=20`.
+
+Every setting comes from modal.yml and every dependency from pyproject.toml; the functions are thin shells
+over cats_model.cloud.remote, whose bodies tests run offline with `.local()`.
+"""
+
+import modal
+
+from cats_model.cloud import entry, remote
+from cats_model.cloud.settings import MODAL_YML, PYPROJECT, dependencies, load_settings, split_torch
+from cats_model.paths import CONFIG_DIR
+
+settings = load_settings()
+data_volume_name, data_mount = settings.volume("data")
+outputs_volume_name, outputs_mount = settings.volume("outputs")
+data_volume = modal.Volume.from_name(data_volume_name, create_if_missing=True)
+outputs_volume = modal.Volume.from_name(outputs_volume_name, create_if_missing=True)
+VOLUMES = {data_mount: data_volume, outputs_mount: outputs_volume}
+
+torch_requirements, other_requirements = split_torch(dependencies())
+image = (
+    modal.Image.debian_slim(python_version=settings.python_version)
+    .pip_install(*torch_requirements, index_url=settings.torch_index_url)
+    .pip_install(*other_requirements)
+    .env({remote.DATA_ENV: data_mount, remote.OUTPUT_ENV: outputs_mount})
+    # The package (its .py files), the configs beside it, and the two files this module reads on import.
+    .add_local_python_source("cats_model")
+    .add_local_dir(CONFIG_DIR, "/root/configs")
+    .add_local_file(MODAL_YML, "/root/modal.yml")
+    .add_local_file(PYPROJECT, "/root/pyproject.toml")
+)
+
+app = modal.App(settings.app_name, image=image)
+
+TRAIN_OPTIONS = dict(
+    gpu=settings.train["gpu"],
+    cpu=settings.train["cpu"],
+    memory=settings.train["memory"],
+    timeout=settings.train["timeout"],
+    retries=modal.Retries(**settings.train["retries"]),
+    single_use_containers=settings.train["single_use_containers"],
+    volumes=VOLUMES,
+)
+PREPARE_DATA_OPTIONS = dict(
+    cpu=settings.prepare_data["cpu"],
+    memory=settings.prepare_data["memory"],
+    timeout=settings.prepare_data["timeout"],
+    retries=settings.prepare_data["retries"],
+    volumes={data_mount: data_volume},
+)
+
+
+def _commit(volume: modal.Volume):
+    """Volume commits need the Modal service: only inside a container."""
+    return volume.commit if remote.in_container() else None
+
+
+@app.function(**PREPARE_DATA_OPTIONS)
+def prepare_data() -> dict:
+    return remote.prepare_data(commit=_commit(data_volume))
+
+
+@app.function(**TRAIN_OPTIONS)
+def train(overrides: list[str], run_name: str | None = None) -> dict:
+    # Without a name, the call's id names the run: a retry of this same call resumes the same folder.
+    run_name = run_name or f"call-{(modal.current_function_call_id() or remote.fresh_run_name())[-12:]}"
+    return remote.train(
+        overrides,
+        run_name,
+        gpu_count=settings.gpu_count,
+        commit=_commit(outputs_volume),
+        commit_interval=settings.train["commit_interval"],
+    )
+
+
+@app.local_entrypoint()
+def main(*args: str):
+    entry.main(args, prepare_data=prepare_data.remote, train=train.remote)
