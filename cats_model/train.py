@@ -1,5 +1,6 @@
 """Training entry: `python -m cats_model.train [overrides]`. A thin @hydra.main over `train(cfg) -> metrics`."""
 
+import contextlib
 import json
 import logging
 import time
@@ -8,13 +9,15 @@ from pathlib import Path
 import hydra
 import lightning as L
 import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from cats_model import paths  # noqa: F401  (registers the config resolvers)
 from cats_model.atomic import atomic_write_text
 from cats_model.callbacks import AtomicCheckpointIO, TrainSpeed
 from cats_model.errors import UserError, exit_on_user_error
+from cats_model.paths import CONFIG_DIR  # importing it registers the config resolvers
 
 log = logging.getLogger(__name__)
 METRICS_FILE = "metrics.json"
@@ -111,9 +114,12 @@ def train(cfg: DictConfig) -> dict:
     return metrics
 
 
-@hydra.main(version_base="1.3", config_path="../configs", config_name="train")
+# An absolute config path: the entry works the same run as `python -m` or called from another module.
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    with exit_on_user_error():
+    # A single run ends a user error with one line; in a sweep it fails only its job, reported by the launcher.
+    multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+    with contextlib.nullcontext() if multirun else exit_on_user_error():
         metrics = train(cfg)
     # Sweepers such as Optuna minimise or maximise what the task returns.
     return metrics.get(cfg.get("optimized_metric")) if cfg.get("optimized_metric") else None

@@ -4,7 +4,6 @@ from pathlib import Path
 import pytest
 
 from cats_model.config import compose_train_config  # noqa: F401  (the tests import it from here)
-from cats_model.paths import PROJECT_ROOT
 
 # Tiny synthetic runs: a few images per class at 32 px, one CPU process.
 FAST = [
@@ -37,6 +36,15 @@ def data_dir(tmp_path_factory) -> Path:
         os.environ["CATS_MODEL_DATA_DIR"] = previous
 
 
-@pytest.fixture
-def project_root() -> Path:
-    return PROJECT_ROOT
+@pytest.fixture(autouse=True)
+def isolated_hydra(hydra_restore_singletons):
+    """Hydra's global state (version base, config store, resolvers) is restored after every test."""
+    yield
+
+
+@pytest.fixture(scope="session")
+def modal_app():
+    """launch/modal_app.py, imported as Modal's CLI would (no Modal token needed)."""
+    from cats_model.cloud.entry import load_modal_app
+
+    return load_modal_app()

@@ -1,6 +1,5 @@
 """launch/modal_app.py against modal.yml and pyproject.toml, and its function bodies run offline with .local()."""
 
-import importlib.util
 import json
 import re
 import subprocess
@@ -17,14 +16,6 @@ from cats_model.paths import PROJECT_ROOT
 APP_FILE = PROJECT_ROOT / "launch" / "modal_app.py"
 # The CPU variant of a remote run: the function picks trainer=gpu, the overrides move it to the CPU.
 REMOTE_CPU = [o for o in FAST if not o.startswith("trainer=")] + ["trainer.accelerator=cpu"]
-
-
-@pytest.fixture(scope="module")
-def modal_app():
-    spec = importlib.util.spec_from_file_location("modal_app", APP_FILE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)  # imports without a Modal token
-    return module
 
 
 @pytest.fixture(scope="module")

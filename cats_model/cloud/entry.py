@@ -7,8 +7,24 @@ from cats_model.cloud.remote import fresh_run_name
 from cats_model.cloud.settings import load_settings
 from cats_model.config import compose_train_config
 from cats_model.errors import UserError, exit_on_user_error
+from cats_model.paths import PROJECT_ROOT
 
 OXFORD_DATAMODULES = ("CatBreedsDataModule", "CatVsOtherDataModule")
+# The Modal calls of a running `modal run` entrypoint, for a sweep it starts (the launcher plugin reads them).
+ACTIVE_CALLS: dict[str, Callable] | None = None
+
+
+def load_modal_app():
+    """launch/modal_app.py as a module (it is a script of the checkout, not part of the package)."""
+    import importlib.util
+    import sys
+
+    if "modal_app" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("modal_app", PROJECT_ROOT / "launch" / "modal_app.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        sys.modules["modal_app"] = module
+    return sys.modules["modal_app"]
 
 
 def split_run_name(args: tuple[str, ...] | list[str]) -> tuple[list[str], str | None]:
@@ -68,9 +84,24 @@ def _fmt(value) -> str:
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
-def main(args, prepare_data, train, sweep=None) -> dict | list:
+def run_sweep(args, prepare_data: Callable, train: Callable) -> None:
+    """`-m` after `--`: the same Hydra multirun as `python -m cats_model.train -m hydra/launcher=modal ...`,
+    its jobs made with this entrypoint's Modal calls."""
+    global ACTIVE_CALLS
+    import sys
+
+    from cats_model.train import main as train_main
+
+    overrides = [a for a in args if a not in ("-m", "--multirun", "--")]
+    saved_argv, ACTIVE_CALLS = sys.argv, {"prepare_data": prepare_data, "train": train}
+    sys.argv = ["cats_model.train", "--multirun", "hydra/launcher=modal", *overrides]
+    try:
+        train_main()
+    finally:
+        sys.argv, ACTIVE_CALLS = saved_argv, None
+
+
+def main(args, prepare_data: Callable, train: Callable):
     if "-m" in args or "--multirun" in args:
-        if sweep is None:
-            raise SystemExit("error: sweeps need the Modal launcher plugin (hydra_plugins/modal_launcher)")
-        return sweep([a for a in args if a not in ("-m", "--multirun", "--")])
+        return run_sweep(args, prepare_data, train)
     return run_single(args, prepare_data, train)
