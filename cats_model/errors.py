@@ -4,9 +4,15 @@ import contextlib
 import os
 import sys
 
+from hydra.errors import CompactHydraException
 
-class UserError(Exception):
-    """Something the user can fix (a missing dataset, a bad override): shown as one line, never retried."""
+
+class UserError(CompactHydraException):
+    """Something the user can fix (a missing dataset, a bad override): shown as one line, never retried.
+
+    A CompactHydraException, so that where Hydra reports it (a sweep's failed job, a launcher) it prints the
+    message alone, without a traceback.
+    """
 
 
 @contextlib.contextmanager

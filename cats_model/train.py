@@ -11,13 +11,14 @@ import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from cats_model.atomic import atomic_write_text
 from cats_model.callbacks import AtomicCheckpointIO, TrainSpeed
 from cats_model.errors import UserError, exit_on_user_error
 from cats_model.paths import CONFIG_DIR  # importing it registers the config resolvers
+from cats_model.validation import check_arguments
 
 log = logging.getLogger(__name__)
 METRICS_FILE = "metrics.json"
@@ -53,7 +54,11 @@ def train(cfg: DictConfig) -> dict:
     L.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
 
-    # Data first: a missing dataset fails here, before a model is built or a GPU touched.
+    # Values first, then data: a typo or a missing dataset fails here, before a model or a GPU is touched.
+    for group, target in (("data", get_class(cfg.data._target_)), ("model", get_class(cfg.model._target_))):
+        check_arguments(target, OmegaConf.to_container(cfg[group], resolve=True), group)
+    settings = trainer_settings(cfg.trainer)
+    check_arguments(L.Trainer, settings, "trainer")
     datamodule = instantiate(cfg.data, _convert_="all")
     datamodule.prepare_data()
     datamodule.setup("fit")
@@ -71,13 +76,16 @@ def train(cfg: DictConfig) -> dict:
     speed = TrainSpeed()
     callbacks = _instantiate_all(cfg.get("callbacks")) + [speed]
     trainer = L.Trainer(
-        **trainer_settings(cfg.trainer),
+        **settings,
         callbacks=callbacks,
         logger=_instantiate_all(cfg.get("logger")) or False,
         plugins=[AtomicCheckpointIO()],
     )
 
-    last_ckpt = Path(cfg.paths.checkpoint_dir) / "last.ckpt"
+    checkpoint_dir = Path(cfg.paths.checkpoint_dir)
+    for leftover in checkpoint_dir.glob(".*.tmp"):  # a write cut short by a kill; the target is intact
+        leftover.unlink()
+    last_ckpt = checkpoint_dir / "last.ckpt"
     resume_from = str(last_ckpt) if cfg.resume and last_ckpt.is_file() else None
     if resume_from:
         log.info("resuming from %s", resume_from)
@@ -106,6 +114,7 @@ def train(cfg: DictConfig) -> dict:
         "wall_time_s": round(time.time() - started, 2),
         "train_images_per_sec": speed.images_per_sec,
         "classes": datamodule.class_names,
+        "bad_images": datamodule.bad_images,
         **model.test_report,
     }
     if trainer.is_global_zero:

@@ -55,3 +55,55 @@ def test_pretrained_weights_that_cannot_be_fetched(tmp_path):
         result, "error: could not fetch ImageNet weights for mobilenet_v3_small", "model.pretrained=false"
     )
     assert not (tmp_path / "run" / "checkpoints").exists()  # never trains from scratch silently
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        (
+            "trainer.max_epochs=abc",
+            "error: trainer.max_epochs='abc' is not a valid value: expected int or null",
+        ),
+        ("data.batch_size=big", "error: data.batch_size='big' is not a valid value: expected int"),
+        ("model.pretrained=maybe", "error: model.pretrained='maybe' is not a valid value: expected bool"),
+        ("model.backbone=resnet999", "error: unknown backbone 'resnet999': choose one of resnet18"),
+    ],
+)
+def test_values_of_the_wrong_kind(tmp_path, override, message):
+    result = run_cli(*SMOKE, override, f"hydra.run.dir={tmp_path}/run")
+    assert_one_line_error(result, message)
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+@pytest.mark.slow
+def test_unknown_data_choice_lists_the_choices(tmp_path):
+    result = run_cli("data=imagenet", f"hydra.run.dir={tmp_path}/run")
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert result.stderr.splitlines()[0] == "In 'train': Could not find 'data/imagenet'"
+    assert "\tcat_breeds" in result.stderr
+
+
+@pytest.mark.slow
+def test_a_sweep_on_modal_without_credentials(tmp_path):
+    result = run_cli(
+        "-m", "hydra/launcher=modal", *SMOKE, "trainer.max_epochs=1,2", f"hydra.sweep.dir={tmp_path}/sweep",
+        env_extra={"HOME": str(tmp_path), "MODAL_TOKEN_ID": "", "MODAL_TOKEN_SECRET": ""},
+    )  # fmt: skip
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert result.stderr.splitlines()[0].startswith("Modal is not authenticated: run `modal token new`")
+
+
+@pytest.mark.slow
+def test_secrets_in_the_environment_are_never_written(tmp_path):
+    secret = "as-secret-0123456789abcdef"
+    result = run_cli(
+        *SMOKE,
+        f"hydra.run.dir={tmp_path}/run",
+        env_extra={"MODAL_TOKEN_SECRET": secret, "WANDB_API_KEY": secret},
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert secret not in result.stdout + result.stderr
+    for path in (tmp_path / "run").rglob("*"):
+        if path.is_file():
+            assert secret.encode() not in path.read_bytes(), path

@@ -10,6 +10,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from cats_model.data.dataset import ImageDataset
+from cats_model.data.images import find_unreadable
 from cats_model.data.oxford import CAT, DOG, OxfordPet, PetRecord
 from cats_model.data.splits import Sample, stratified_split
 from cats_model.data.synthetic import SyntheticSpec, ensure_synthetic
@@ -45,6 +46,7 @@ class ImageDataModule(L.LightningDataModule):
         seed: int = 42,
         crop_scale: tuple[float, float] = (0.35, 1.0),
         color_jitter: float = 0.3,
+        max_bad_fraction: float = 0.05,
     ):
         super().__init__()
         self.root = Path(root).expanduser()
@@ -55,7 +57,9 @@ class ImageDataModule(L.LightningDataModule):
         self.seed = seed
         self.crop_scale = crop_scale
         self.color_jitter = color_jitter
+        self.max_bad_fraction = max_bad_fraction
         self.splits: Splits | None = None
+        self.bad_images: dict[str, str] = {}  # unreadable files, skipped: {path: reason}
 
     def find_splits(self) -> Splits:
         raise NotImplementedError
@@ -68,11 +72,31 @@ class ImageDataModule(L.LightningDataModule):
                     raise UserError(
                         f"the {name} split of {self.root} is empty: the dataset is too small or malformed"
                     )
+            self.splits = self.without_unreadable(splits)
             log.info(
                 "data: %d classes, %d train / %d val / %d test images from %s",
-                len(splits.classes), len(splits.train), len(splits.val), len(splits.test), self.root,
+                len(splits.classes), len(self.splits.train), len(self.splits.val), len(self.splits.test), self.root,
             )  # fmt: skip
-            self.splits = splits
+
+    def without_unreadable(self, splits: Splits) -> Splits:
+        """Skip the files that cannot be decoded, list them, and refuse a dataset with too many of them."""
+        paths = sorted({path for part in (splits.train, splits.val, splits.test) for path, _ in part})
+        self.bad_images = find_unreadable(paths)
+        if not self.bad_images:
+            return splits
+        for path, reason in self.bad_images.items():
+            log.warning("skipping unreadable image %s (%s)", path, reason)
+        if len(self.bad_images) > self.max_bad_fraction * len(paths):
+            example, reason = next(iter(self.bad_images.items()))
+            raise UserError(
+                f"{len(self.bad_images)} of {len(paths)} images under {self.root} are unreadable, more than "
+                f"data.max_bad_fraction={self.max_bad_fraction} (e.g. {example}: {reason}); repair or remove them"
+            )
+
+        def keep(part):
+            return [sample for sample in part if sample[0] not in self.bad_images]
+
+        return Splits(splits.classes, keep(splits.train), keep(splits.val), keep(splits.test))
 
     @property
     def class_names(self) -> list[str]:
@@ -85,7 +109,8 @@ class ImageDataModule(L.LightningDataModule):
 
     def _loader(self, samples: list[Sample], transform, train: bool) -> DataLoader:
         return DataLoader(
-            ImageDataset(samples, transform),
+            # Large JPEGs decode at reduced scale, still twice the training size (enough for the random crops).
+            ImageDataset(samples, transform, min_side=2 * self.image_size),
             batch_size=self.batch_size,
             shuffle=train,
             drop_last=train and len(samples) > self.batch_size,  # a last batch of 1 breaks BatchNorm

@@ -180,9 +180,17 @@ def _modal_calls():
         return
     import modal
 
+    from cats_model.errors import UserError
+
     modal_app = entry.load_modal_app()
-    with modal.enable_output(), modal_app.app.run():
-        yield modal_app.prepare_data.remote, modal_app.train.remote
+    try:
+        with modal.enable_output(), modal_app.app.run():
+            yield modal_app.prepare_data.remote, modal_app.train.remote
+    except modal.exception.AuthError as err:
+        raise UserError(
+            "Modal is not authenticated: run `modal token new` once, or try the sweep here with "
+            "hydra.launcher.backend=local"
+        ) from err
 
 
 def _hourly_price() -> float:

@@ -1,0 +1,59 @@
+"""Fault injection for the preemption suite: a callback that SIGKILLs its own training process at a named point.
+
+Added to a run with `+callbacks.fault._target_=faults.KillAt +callbacks.fault.point=...` (tests/ on PYTHONPATH).
+It kills once: a marker file records the kill, so the restarted run goes through.
+"""
+
+import os
+import signal
+from pathlib import Path
+
+import lightning as L
+import torch
+
+POINTS = ("fit_start", "train_batch", "validation", "checkpoint_write", "after_checkpoint", "test")
+
+
+class KillAt(L.Callback):
+    def __init__(self, point: str, epoch: int, marker: str):
+        assert point in POINTS, point
+        self.point, self.epoch, self.marker = point, epoch, Path(marker)
+
+    def _kill(self, point: str, epoch: int | None = None) -> None:
+        if point == self.point and (epoch is None or epoch == self.epoch) and not self.marker.exists():
+            self.marker.write_text(point)
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def setup(self, trainer, pl_module, stage):
+        if self.point != "checkpoint_write":
+            return
+        real_save = torch.save
+
+        def save_then_die(obj, f, *args, **kwargs):
+            # Half a checkpoint reaches the disk, then the process dies, as on a preemption mid-write.
+            if trainer.current_epoch == self.epoch and not self.marker.exists():
+                real_save(obj, f, *args, **kwargs)
+                path = Path(f)
+                path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+                self._kill("checkpoint_write")
+            return real_save(obj, f, *args, **kwargs)
+
+        torch.save = save_then_die
+
+    def on_fit_start(self, trainer, pl_module):
+        self._kill("fit_start")
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if batch_idx == 1:
+            self._kill("train_batch", trainer.current_epoch)
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+        if not trainer.sanity_checking:
+            self._kill("validation", trainer.current_epoch)
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        # last.ckpt of the previous epoch has just been written
+        self._kill("after_checkpoint", trainer.current_epoch - 1)
+
+    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+        self._kill("test")
