@@ -16,8 +16,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from cats_model.atomic import atomic_write_text
 from cats_model.callbacks import AtomicCheckpointIO, TrainSpeed
+from cats_model.console import print_config_tree
 from cats_model.errors import UserError, exit_on_user_error
 from cats_model.paths import CONFIG_DIR  # importing it registers the config resolvers
+from cats_model.plots import write_run_plots
 from cats_model.validation import check_arguments
 
 log = logging.getLogger(__name__)
@@ -48,9 +50,23 @@ def _instantiate_all(group: DictConfig | None) -> list:
     return [instantiate(node) for node in (group or {}).values() if node is not None and "_target_" in node]
 
 
+def _loggers(group: DictConfig | None) -> list:
+    try:
+        return _instantiate_all(group)
+    except Exception as err:  # W&B, MLflow: optional packages
+        if isinstance(err.__cause__, ModuleNotFoundError) or isinstance(err, ModuleNotFoundError):
+            missing = err.__cause__ if isinstance(err.__cause__, ModuleNotFoundError) else err
+            raise UserError(
+                f"the chosen logger needs a package that is not installed: {missing}; or use logger=csv"
+            ) from err
+        raise
+
+
 def train(cfg: DictConfig) -> dict:
     """Fit (resuming from the run's last.ckpt), test the best checkpoint, write and return metrics.json."""
     started = time.time()
+    if cfg.get("print_config"):
+        print_config_tree(cfg)
     L.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
 
@@ -78,7 +94,7 @@ def train(cfg: DictConfig) -> dict:
     trainer = L.Trainer(
         **settings,
         callbacks=callbacks,
-        logger=_instantiate_all(cfg.get("logger")) or False,
+        logger=_loggers(cfg.get("logger")) or False,
         plugins=[AtomicCheckpointIO()],
     )
 
@@ -118,6 +134,9 @@ def train(cfg: DictConfig) -> dict:
         **model.test_report,
     }
     if trainer.is_global_zero:
+        metrics["plots"] = write_run_plots(
+            output_dir, datamodule.class_names, model.test_report, output_dir / "csv" / "metrics.csv"
+        )
         atomic_write_text(output_dir / METRICS_FILE, json.dumps(metrics, indent=2) + "\n")
         log.info("metrics written to %s", output_dir / METRICS_FILE)
     return metrics
