@@ -8,10 +8,16 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = PROJECT_ROOT / "configs"
 
 
-def register_resolvers() -> None:
-    # `${project_root:}` makes default paths independent of the working directory.
+def register_config_helpers() -> None:
+    """The `${project_root:}` resolver (default paths independent of the working directory), and the
+    `synthetic_spec` config node, which takes its fields and defaults from SyntheticSpec itself."""
+    from hydra.core.config_store import ConfigStore
+
+    from cats_model.data.synthetic import SyntheticSpec
+
     if not OmegaConf.has_resolver("project_root"):
         OmegaConf.register_new_resolver("project_root", lambda: str(PROJECT_ROOT))
+    ConfigStore.instance().store(name="synthetic_spec", node=SyntheticSpec)
 
 
-register_resolvers()
+register_config_helpers()

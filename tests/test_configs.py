@@ -46,7 +46,7 @@ def test_every_data_choice_composes(tmp_path, data):
         dm.prepare_data()
         assert len(dm.class_names) == 12
         images, labels = next(iter(dm.train_dataloader()))
-        assert images.shape == (16, 3, 32, 32) and labels.max() < 12
+        assert dm.finish_batch(images, train=True).shape == (16, 3, 32, 32) and labels.max() < 12
 
 
 @pytest.mark.parametrize("group", ["callbacks", "logger"])

@@ -9,7 +9,15 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
-from cats_model.data.dataset import ImageDataset
+from cats_model.data.batch_augment import (
+    WorkerCrop,
+    centre_crop,
+    crop_resize_flip,
+    jitter_and_normalize,
+    sample_boxes,
+)
+from cats_model.data.cache import load_or_build
+from cats_model.data.dataset import CachedImageDataset, ImageDataset, already_batched
 from cats_model.data.images import find_unreadable
 from cats_model.data.oxford import CAT, DOG, OxfordPet, PetRecord
 from cats_model.data.splits import Sample, stratified_split
@@ -19,6 +27,7 @@ from cats_model.errors import UserError
 from cats_model.system import default_num_workers
 
 log = logging.getLogger(__name__)
+PIPELINES = ("cached", "jpeg")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
 
@@ -47,6 +56,7 @@ class ImageDataModule(L.LightningDataModule):
         crop_scale: tuple[float, float] = (0.35, 1.0),
         color_jitter: float = 0.3,
         max_bad_fraction: float = 0.05,
+        pipeline: str = "cached",
     ):
         super().__init__()
         self.root = Path(root).expanduser()
@@ -58,6 +68,11 @@ class ImageDataModule(L.LightningDataModule):
         self.crop_scale = crop_scale
         self.color_jitter = color_jitter
         self.max_bad_fraction = max_bad_fraction
+        if pipeline not in PIPELINES:
+            raise UserError(f"data.pipeline={pipeline} is not one of {', '.join(PIPELINES)}")
+        self.pipeline = pipeline
+        self.cache_file: Path | None = None  # the decoded-image cache, once built
+        self.cache_rows: dict[str, int] = {}
         self.splits: Splits | None = None
         self.bad_images: dict[str, str] = {}  # unreadable files, skipped: {path: reason}
 
@@ -73,6 +88,8 @@ class ImageDataModule(L.LightningDataModule):
                         f"the {name} split of {self.root} is empty: the dataset is too small or malformed"
                     )
             self.splits = self.without_unreadable(splits)
+            if self.pipeline == "cached":
+                self.build_cache()
             log.info(
                 "data: %d classes, %d train / %d val / %d test images from %s",
                 len(splits.classes), len(self.splits.train), len(self.splits.val), len(self.splits.test), self.root,
@@ -98,6 +115,19 @@ class ImageDataModule(L.LightningDataModule):
 
         return Splits(splits.classes, keep(splits.train), keep(splits.val), keep(splits.test))
 
+    def build_cache(self) -> None:
+        paths = sorted(
+            {path for part in (self.splits.train, self.splits.val, self.splits.test) for path, _ in part}
+        )
+        try:
+            array = load_or_build(paths, self.image_size, self.root / ".cache")
+        except OSError as err:  # a read-only dataset folder, a full disk: decode per batch instead
+            log.warning("no decoded-image cache (%s); reading the JPEG files each epoch", err)
+            self.pipeline = "jpeg"
+            return
+        self.cache_file = Path(array.filename)
+        self.cache_rows = {path: row for row, path in enumerate(paths)}
+
     @property
     def class_names(self) -> list[str]:
         self.setup()
@@ -108,9 +138,20 @@ class ImageDataModule(L.LightningDataModule):
         return train, val
 
     def _loader(self, samples: list[Sample], transform, train: bool) -> DataLoader:
+        if self.pipeline == "cached":  # uint8, read a batch at a time; augmented in on_after_batch_transfer
+            rows = [(self.cache_rows[path], label) for path, label in samples]
+            # On a GPU the whole augmentation runs there; on a CPU the workers crop, beside the training process.
+            crop = (
+                None
+                if self._on_gpu()
+                else WorkerCrop(self.image_size, tuple(self.crop_scale) if train else None)
+            )
+            dataset, collate = CachedImageDataset(self.cache_file, rows, crop), already_batched
+        else:  # large JPEGs decode at reduced scale, still twice the training size (enough for the random crops)
+            dataset, collate = ImageDataset(samples, transform, min_side=2 * self.image_size), None
         return DataLoader(
-            # Large JPEGs decode at reduced scale, still twice the training size (enough for the random crops).
-            ImageDataset(samples, transform, min_side=2 * self.image_size),
+            dataset,
+            collate_fn=collate,
             batch_size=self.batch_size,
             shuffle=train,
             drop_last=train and len(samples) > self.batch_size,  # a last batch of 1 breaks BatchNorm
@@ -118,6 +159,31 @@ class ImageDataModule(L.LightningDataModule):
             persistent_workers=self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
         )
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        """Cached batches arrive as uint8 squares: crop, flip, jitter and normalise them where they are (the GPU)."""
+        images, labels = batch
+        training = self.trainer is not None and self.trainer.training
+        return self.finish_batch(images, training), labels
+
+    def finish_batch(self, images: torch.Tensor, train: bool) -> torch.Tensor:
+        """Make a batch model-ready. (N, S, S, 3) uint8 squares (GPU) are cropped here; (N, 3, size, size) crops
+        in 0..255 (cut by CPU workers) only get colour and normalisation; JPEG-pipeline batches are ready."""
+        if self.pipeline == "jpeg":
+            return images
+        if images.dtype == torch.uint8 and images.shape[-1] == 3:
+            if train:
+                images = crop_resize_flip(
+                    images, self.image_size, sample_boxes(len(images), tuple(self.crop_scale))
+                )
+            else:
+                images = centre_crop(images, self.image_size)
+        return jitter_and_normalize(images, self.color_jitter if train else 0.0, self.mean, self.std)
+
+    def _on_gpu(self) -> bool:
+        if self.trainer is not None:
+            return self.trainer.strategy.root_device.type == "cuda"
+        return torch.cuda.is_available()
 
     def train_dataloader(self) -> DataLoader:
         transform = train_transform(self.image_size, self.mean, self.std, self.crop_scale, self.color_jitter)

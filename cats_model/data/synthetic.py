@@ -40,9 +40,11 @@ HEADER = (
 )
 
 
-@dataclass(frozen=True)
+@dataclass  # not frozen: as a config node it must take overrides
 class SyntheticSpec:
-    trainval_per_class: int = 24
+    """The generator's settings; also the `data.synthetic` config node (registered in cats_model.paths)."""
+
+    trainval_per_class: int = 40
     test_per_class: int = 10
     dog_breeds: int = 3
     min_size: int = 72
