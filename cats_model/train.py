@@ -62,25 +62,39 @@ def _loggers(group: DictConfig | None) -> list:
         raise
 
 
+def checked_trainer_settings(cfg: DictConfig) -> dict:
+    """Check every value against what it configures: a typo fails here, before data, model or GPU are touched."""
+    for group in ("data", "model"):
+        check_arguments(
+            get_class(cfg[group]._target_), OmegaConf.to_container(cfg[group], resolve=True), group
+        )
+    settings = trainer_settings(cfg.trainer)
+    check_arguments(L.Trainer, settings, "trainer")
+    return settings
+
+
+def resume_checkpoint(cfg: DictConfig) -> str | None:
+    """The run's last.ckpt when resuming; temporary files of a write cut short by a kill are removed."""
+    checkpoint_dir = Path(cfg.paths.checkpoint_dir)
+    for leftover in checkpoint_dir.glob(".*.tmp"):  # the checkpoint they were replacing is intact
+        leftover.unlink()
+    last = checkpoint_dir / "last.ckpt"
+    return str(last) if cfg.resume and last.is_file() else None
+
+
 def train(cfg: DictConfig) -> dict:
     """Fit (resuming from the run's last.ckpt), test the best checkpoint, write and return metrics.json."""
     started = time.time()
     if cfg.get("print_config"):
         print_config_tree(cfg)
     L.seed_everything(cfg.seed, workers=True)
-    output_dir = Path(cfg.paths.output_dir)
-
-    # Values first, then data: a typo or a missing dataset fails here, before a model or a GPU is touched.
-    for group, target in (("data", get_class(cfg.data._target_)), ("model", get_class(cfg.model._target_))):
-        check_arguments(target, OmegaConf.to_container(cfg[group], resolve=True), group)
-    settings = trainer_settings(cfg.trainer)
-    check_arguments(L.Trainer, settings, "trainer")
+    settings = checked_trainer_settings(cfg)
     datamodule = instantiate(cfg.data, _convert_="all")
-    datamodule.prepare_data()
+    datamodule.prepare_data()  # a missing dataset fails here
     datamodule.setup("fit")
     model = instantiate(
         cfg.model,
-        class_names=datamodule.class_names,
+        class_names=datamodule.class_names,  # the classes come from the data, never from the config
         image_size=datamodule.image_size,
         mean=list(datamodule.mean),
         std=list(datamodule.std),
@@ -88,7 +102,6 @@ def train(cfg: DictConfig) -> dict:
         scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True),
         _convert_="all",
     )
-
     speed = TrainSpeed()
     callbacks = _instantiate_all(cfg.get("callbacks")) + [speed]
     trainer = L.Trainer(
@@ -98,11 +111,7 @@ def train(cfg: DictConfig) -> dict:
         plugins=[AtomicCheckpointIO()],
     )
 
-    checkpoint_dir = Path(cfg.paths.checkpoint_dir)
-    for leftover in checkpoint_dir.glob(".*.tmp"):  # a write cut short by a kill; the target is intact
-        leftover.unlink()
-    last_ckpt = checkpoint_dir / "last.ckpt"
-    resume_from = str(last_ckpt) if cfg.resume and last_ckpt.is_file() else None
+    resume_from = resume_checkpoint(cfg)
     if resume_from:
         log.info("resuming from %s", resume_from)
     trainer.fit(model, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
@@ -110,20 +119,19 @@ def train(cfg: DictConfig) -> dict:
     best = next(
         (c for c in callbacks if isinstance(c, L.pytorch.callbacks.ModelCheckpoint) and c.monitor), None
     )
-    best_path = best.best_model_path if best is not None and best.best_model_path else None
+    best_path = (best.best_model_path or None) if best is not None else None
     test_metrics = {}
-    if cfg.test:
-        # Without a best checkpoint (no validation ran), test the weights as they are.
+    if cfg.test:  # on the best checkpoint; without one (no validation ran), on the weights as they are
         results = trainer.test(model, datamodule=datamodule, ckpt_path=best_path, weights_only=True)
         test_metrics = results[0] if results else {}
 
+    last = Path(cfg.paths.checkpoint_dir) / "last.ckpt"
+    best_score = best.best_model_score if best is not None else None
     metrics = {
-        "val/acc_best": float(best.best_model_score)
-        if best is not None and best.best_model_score is not None
-        else None,
+        "val/acc_best": float(best_score) if best_score is not None else None,
         **{key: float(value) for key, value in test_metrics.items()},
         "best_model_path": best_path,
-        "last_model_path": str(last_ckpt) if last_ckpt.is_file() else None,
+        "last_model_path": str(last) if last.is_file() else None,
         "epoch": trainer.current_epoch,
         "global_step": trainer.global_step,
         "resumed_from": resume_from,
@@ -134,6 +142,7 @@ def train(cfg: DictConfig) -> dict:
         **model.test_report,
     }
     if trainer.is_global_zero:
+        output_dir = Path(cfg.paths.output_dir)
         metrics["plots"] = write_run_plots(
             output_dir, datamodule.class_names, model.test_report, output_dir / "csv" / "metrics.csv"
         )
@@ -142,7 +151,8 @@ def train(cfg: DictConfig) -> dict:
     return metrics
 
 
-# An absolute config path: the entry works the same run as `python -m` or called from another module.
+# An absolute config path: the same configs whether run as `python -m cats_model.train` or called from
+# another module (the Modal entrypoint's sweeps).
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
 def main(cfg: DictConfig) -> float | None:
     # A single run ends a user error with one line; in a sweep it fails only its job, reported by the launcher.
