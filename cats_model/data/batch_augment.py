@@ -73,10 +73,8 @@ class WorkerCrop:
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         if self.scale is None:
-            return centre_crop(images, self.size).float()
-        return crop_resize_flip(
-            images, self.size, sample_boxes(len(images), self.scale), method="resize"
-        ).float()
+            return centre_crop(images, self.size).contiguous()
+        return crop_resize_flip(images, self.size, sample_boxes(len(images), self.scale), method="resize")
 
 
 def jitter_and_normalize(images: torch.Tensor, strength: float, mean, std) -> torch.Tensor:
