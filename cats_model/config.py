@@ -6,7 +6,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, open_dict
 
 from cats_model.errors import UserError
 from cats_model.paths import CONFIG_DIR
@@ -26,7 +26,3 @@ def compose_train_config(overrides: list[str], run_dir: str | Path | None = None
             cfg.hydra.runtime.output_dir = str(run_dir)
         HydraConfig.instance().set_config(cfg)
     return cfg
-
-
-def data_target(cfg: DictConfig) -> str:
-    return OmegaConf.select(cfg, "data._target_") or ""

@@ -154,3 +154,13 @@ def test_entrypoint_runs_the_same_path_offline(modal_app, mounts, capsys):
         in out
     )
     assert "modal run launch/modal_app.py -- run_name=cli" in out
+
+
+def test_only_runs_on_oxford_data_prepare_the_data_volume():
+    from cats_model.config import compose_train_config
+
+    def needs(*overrides):
+        return entry.needs_oxford_download(compose_train_config(list(overrides)))
+
+    assert needs() and needs("data=cat_vs_other")
+    assert not needs("data=synthetic") and not needs("data=folder", "data.root=/photos")

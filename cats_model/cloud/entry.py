@@ -34,9 +34,8 @@ def split_run_name(args: tuple[str, ...] | list[str]) -> tuple[list[str], str | 
     return [a for a in overrides if not a.startswith("run_name=")], (names[-1] if names else None)
 
 
-def needs_oxford_download(overrides: list[str]) -> bool:
-    """Compose the config here, before paying for anything: bad overrides fail now, in one line."""
-    cfg = compose_train_config(overrides)
+def needs_oxford_download(cfg) -> bool:
+    """Whether a composed config reads Oxford-IIIT Pet from the data volume (synthetic and folder data do not)."""
     data = cfg.data
     return data._target_.rsplit(".", 1)[-1] in OXFORD_DATAMODULES and data.get("synthetic") is None
 
@@ -45,7 +44,8 @@ def run_single(args, prepare_data: Callable[[], dict], train: Callable[[list[str
     overrides, run_name = split_run_name(args)
     settings = load_settings()
     with exit_on_user_error(exit_code=1):
-        if needs_oxford_download(overrides):
+        # Composed here, before paying for anything: bad overrides fail now, in one line.
+        if needs_oxford_download(compose_train_config(overrides)):
             prepare_data()
         run_name = run_name or fresh_run_name()
         print(

@@ -117,7 +117,9 @@ def run_modal(launcher, jobs: list[Job]) -> list[JobReturn]:
     """Each job is a call of the project's Modal `train(overrides, run_name)`, all in parallel."""
     metric = OmegaConf.select(launcher.config, "optimized_metric")
     with _modal_calls() as (prepare_data, train):
-        if any(_needs_oxford(job.config) for job in jobs):
+        from cats_model.cloud.entry import needs_oxford_download
+
+        if any(needs_oxford_download(job.config) for job in jobs):
             prepare_data()
 
         def call(job: Job) -> dict | BaseException:
@@ -159,15 +161,6 @@ def _replay(result: dict | BaseException, metric: str | None) -> Callable[[DictC
         return result.get(metric) if metric else None
 
     return task
-
-
-def _needs_oxford(config: DictConfig) -> bool:
-    from cats_model.cloud.entry import OXFORD_DATAMODULES
-
-    target = OmegaConf.select(config, "data._target_") or ""
-    return (
-        target.rsplit(".", 1)[-1] in OXFORD_DATAMODULES and OmegaConf.select(config, "data.synthetic") is None
-    )
 
 
 @contextlib.contextmanager
