@@ -94,3 +94,10 @@ def test_configs_hold_no_unresolvable_interpolations(tmp_path):
             node = cfg[key]  # reading a value resolves it: a dangling ${...} raises here
             if OmegaConf.is_config(node):
                 OmegaConf.to_container(node, resolve=True)
+
+
+def test_the_download_lands_where_the_oxford_configs_read(tmp_path):
+    from cats_model.download import default_root
+
+    for data in ("cat_breeds", "cat_vs_other"):
+        assert compose_train_config([f"data={data}"], tmp_path).data.root == str(default_root())

@@ -49,9 +49,9 @@ def run_dir(run_name: str) -> Path:
 
 def prepare_data(commit: Callable[[], None] | None) -> dict:
     """Download and verify Oxford-IIIT Pet into the data volume; a no-op when it is already complete."""
-    from cats_model.download import download, is_complete
+    from cats_model.download import default_root, download, is_complete
 
-    root = data_dir() / "oxford-iiit-pet"
+    root = default_root()  # <CATS_MODEL_DATA_DIR>/oxford-iiit-pet, where data=cat_breeds looks
     if not is_complete(root):
         download(root)
         if commit:
