@@ -64,13 +64,17 @@ def prepare_data() -> dict:
 def train(overrides: list[str], run_name: str | None = None) -> dict:
     # Without a name, the call's id names the run: a retry of this same call resumes the same folder.
     run_name = run_name or f"call-{(modal.current_function_call_id() or remote.fresh_run_name())[-12:]}"
-    return remote.train(
+    result = remote.train(
         overrides,
         run_name,
         gpu_count=settings.gpu_count,
         commit=_commit(outputs_volume),
         commit_interval=settings.train["commit_interval"],
     )
+    # ImageNet weights and the decoded-image cache made by this run stay for the next runs.
+    if commit_data := _commit(data_volume):
+        commit_data()
+    return result
 
 
 @app.local_entrypoint()
