@@ -38,6 +38,10 @@ class Splits:
     val: list[Sample]
     test: list[Sample]
 
+    def paths(self) -> list[str]:
+        """Every image of the three splits, sorted, once."""
+        return sorted({path for part in (self.train, self.val, self.test) for path, _ in part})
+
 
 class ImageDataModule(L.LightningDataModule):
     """Shared loading and augmentation; subclasses only say which files belong to which split and class."""
@@ -97,7 +101,7 @@ class ImageDataModule(L.LightningDataModule):
 
     def without_unreadable(self, splits: Splits) -> Splits:
         """Skip the files that cannot be decoded, list them, and refuse a dataset with too many of them."""
-        paths = sorted({path for part in (splits.train, splits.val, splits.test) for path, _ in part})
+        paths = splits.paths()
         self.bad_images = find_unreadable(paths)
         if not self.bad_images:
             return splits
@@ -116,9 +120,7 @@ class ImageDataModule(L.LightningDataModule):
         return Splits(splits.classes, keep(splits.train), keep(splits.val), keep(splits.test))
 
     def build_cache(self) -> None:
-        paths = sorted(
-            {path for part in (self.splits.train, self.splits.val, self.splits.test) for path, _ in part}
-        )
+        paths = self.splits.paths()
         try:
             array = load_or_build(paths, self.image_size, self.root / ".cache")
         except OSError as err:  # a read-only dataset folder, a full disk: decode per batch instead
