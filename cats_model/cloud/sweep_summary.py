@@ -26,16 +26,17 @@ COLUMNS = (
 
 def summary_row(idx: int, overrides: list[str], ret: JobReturn, hourly_price: float) -> dict:
     out = OmegaConf.select(ret.hydra_cfg, "hydra.runtime.output_dir", default=None, throw_on_missing=False)
-    metrics_file = Path(out) / "metrics.json" if out else None
-    metrics = json.loads(metrics_file.read_text()) if metrics_file and metrics_file.is_file() else {}
     failed = ret.status != JobStatus.COMPLETED
+    # A failed job's folder may still hold an earlier run's metrics.json: read metrics of completed jobs only.
+    metrics_file = Path(out) / "metrics.json" if out and not failed else None
+    metrics = json.loads(metrics_file.read_text()) if metrics_file and metrics_file.is_file() else {}
     duration = metrics.get("wall_time_s")
     return {
         "job": idx,
         "overrides": " ".join(overrides),
         "status": "failed" if failed else "completed",
-        "val/acc_best": None if failed else metrics.get("val/acc_best"),
-        "test/acc": None if failed else metrics.get("test/acc"),
+        "val/acc_best": metrics.get("val/acc_best"),
+        "test/acc": metrics.get("test/acc"),
         "duration_s": duration,
         "cost_usd": round(duration / 3600 * hourly_price, 4) if duration else None,
         "best": False,
