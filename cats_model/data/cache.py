@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from cats_model.atomic import atomic_path
 from cats_model.data.images import load_rgb
 from cats_model.data.transforms import EVAL_CROP_RATIO
 from cats_model.system import available_cpus
@@ -50,11 +51,11 @@ def load_or_build(paths: list[str], image_size: int, cache_dir: Path) -> np.ndar
     target = cache_dir / f"images-{side}px-{cache_key(paths, side)}.npy"
     if target.is_file():
         return np.load(target, mmap_mode="r")
-    cache_dir.mkdir(parents=True, exist_ok=True)
     log.info("decoding %d images once into %s", len(paths), target)
-    partial = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    array = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8, shape=(len(paths), side, side, 3))
-    try:
+    with atomic_path(target) as partial:
+        array = np.lib.format.open_memmap(
+            partial, mode="w+", dtype=np.uint8, shape=(len(paths), side, side, 3)
+        )
 
         def fill(i: int) -> None:
             array[i] = decode_square(paths[i], side)
@@ -62,7 +63,4 @@ def load_or_build(paths: list[str], image_size: int, cache_dir: Path) -> np.ndar
         with ThreadPoolExecutor(max(1, available_cpus())) as pool:  # PIL decodes without holding the GIL
             list(pool.map(fill, range(len(paths)), chunksize=32))
         array.flush()
-        os.replace(partial, target)
-    finally:
-        partial.unlink(missing_ok=True)
     return np.load(target, mmap_mode="r")
