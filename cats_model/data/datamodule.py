@@ -176,7 +176,9 @@ class ImageDataModule(L.LightningDataModule):
         if images.dtype == torch.uint8 and images.shape[-1] == 3:
             if train:
                 images = crop_resize_flip(
-                    images, self.image_size, sample_boxes(len(images), tuple(self.crop_scale))
+                    images,
+                    self.image_size,
+                    sample_boxes(len(images), tuple(self.crop_scale), device=images.device),
                 )
             else:
                 images = centre_crop(images, self.image_size)
