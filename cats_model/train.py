@@ -31,7 +31,9 @@ def _uses_cuda(accelerator: str) -> bool:
 
 
 def trainer_settings(trainer_cfg: DictConfig) -> dict:
-    """The Trainer's arguments, with `precision: auto` decided by the hardware and GPU requests checked."""
+    """The Trainer's arguments, with `precision: auto` decided by the hardware and GPU requests checked.
+
+    On CUDA, float32 matrix products outside autocast (all of them under 32-true) may use TF32 tensor cores."""
     settings = OmegaConf.to_container(trainer_cfg, resolve=True)
     accelerator = str(settings.get("accelerator", "auto"))
     if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
@@ -43,6 +45,8 @@ def trainer_settings(trainer_cfg: DictConfig) -> dict:
             settings["precision"] = "32-true"
         else:  # bf16 needs Ampere or newer; T4 and V100 get fp16 with loss scaling
             settings["precision"] = "bf16-mixed" if torch.cuda.get_device_capability()[0] >= 8 else "16-mixed"
+    if _uses_cuda(accelerator):
+        torch.set_float32_matmul_precision("high")
     return settings
 
 

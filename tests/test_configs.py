@@ -87,6 +87,20 @@ def test_trainer_choices(tmp_path, trainer):
         assert settings["precision"] in ("32-true", "16-mixed", "bf16-mixed")
 
 
+@pytest.mark.parametrize(
+    "capability, precision", [((7, 5), "16-mixed"), ((8, 0), "bf16-mixed"), ((9, 0), "bf16-mixed")]
+)
+def test_gpu_defaults_follow_the_gpu(tmp_path, monkeypatch, capability, precision):
+    """What trainer=gpu gives a T4 (7.5), an A100 (8.0), an H100 (9.0): the GPU is pretended, the configs are real."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *_: capability)
+    calls = []
+    monkeypatch.setattr(torch, "set_float32_matmul_precision", calls.append)
+    settings = trainer_settings(compose_train_config(["trainer=gpu"], tmp_path).trainer)
+    assert (settings["accelerator"], settings["precision"], settings["benchmark"]) == ("gpu", precision, True)
+    assert calls == ["high"]  # TF32 for the float32 matrix products left outside autocast
+
+
 def test_configs_hold_no_unresolvable_interpolations(tmp_path):
     cfg = compose_train_config(FAST, tmp_path)
     for key in cfg:
