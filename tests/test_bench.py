@@ -4,25 +4,36 @@ import json
 
 import pytest
 
-from cats_model.bench import main
+from cats_model.bench.cli import main
 
 
 @pytest.mark.slow
 def test_bench_reports_side_by_side_ratios(tmp_path, capsys):
     out = tmp_path / "bench.json"
-    results = main(["--image-size", "64", "--batch-size", "16", "--workers", "0", "--epochs", "1",
-                    "--train-size", "32", "--train-steps", "8", "--json", str(out)])  # fmt: skip
+    # The GPU section forced on: on a CPU it runs the same code with plain fp32 as the defaults.
+    results = main(["--images-per-class", "8", "--image-size", "64", "--batch-size", "16", "--workers", "0",
+                    "--epochs", "1", "--train-size", "32", "--train-steps", "8", "--gpu-steps", "6",
+                    "--json", str(out)], accelerator_section=True)  # fmt: skip
     assert json.loads(out.read_text()) == json.loads(json.dumps(results))
-    pipeline, framework = results["input_pipeline"], results["framework"]
+    pipeline, framework, accelerator = results["input_pipeline"], results["framework"], results["accelerator"]
     assert pipeline["ratio"] == pytest.approx(
         pipeline["project_images_per_sec"] / pipeline["baseline_images_per_sec"]
     )
     assert framework["ratio"] == pytest.approx(
         framework["trainer_images_per_sec"] / framework["hand_loop_images_per_sec"]
     )
-    assert all(v > 0 for v in (pipeline["project_images_per_sec"], framework["trainer_images_per_sec"]))
-    assert "gpu" not in results  # measured only where there is one
-    printed = capsys.readouterr().out
-    assert (
-        "| input pipeline, images/s (vs plain torchvision) |" in printed and "Trainer vs hand loop" in printed
+    assert accelerator["epoch_vs_synthetic"] == pytest.approx(
+        accelerator["epoch_images_per_sec"] / accelerator["defaults_images_per_sec"]
     )
+    assert all(v > 0 for v in (pipeline["project_images_per_sec"], framework["trainer_images_per_sec"]))
+    # What the configs give a CPU; the GPU's defaults are checked against the configs in test_configs.
+    assert (accelerator["device"], accelerator["model"], accelerator["precision"]) == (
+        "cpu",
+        "resnet18",
+        "32-true",
+    )
+    assert accelerator["achieved_tflops"] > 0 and accelerator["fraction_of_peak"] is None  # no peak for a CPU
+    printed = capsys.readouterr().out
+    for row in ("| input pipeline, images/s (vs plain torchvision) |", "Trainer vs hand loop",
+                "(32-true vs 32-true)", "| a whole epoch of real data vs synthetic input, images/s |"):  # fmt: skip
+        assert row in printed

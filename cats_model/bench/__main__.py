@@ -1,0 +1,3 @@
+from cats_model.bench.cli import main
+
+main()

@@ -1,0 +1,95 @@
+"""`python -m cats_model.bench`: run the measurements, print a table, write JSON."""
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+import cats_model.bench
+from cats_model.bench.accelerator import bench_accelerator
+from cats_model.bench.framework import bench_framework
+from cats_model.bench.input import bench_input
+from cats_model.data.datamodule import CatBreedsDataModule
+from cats_model.data.synthetic import SyntheticSpec, ensure_synthetic
+from cats_model.system import available_cpus, default_num_workers
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m cats_model.bench", description=cats_model.bench.__doc__.split("\n")[0]
+    )
+    parser.add_argument(
+        "--root", type=Path, help="an Oxford-IIIT Pet tree (default: a synthetic one with photo-sized JPEGs)"
+    )
+    parser.add_argument(
+        "--images-per-class", type=int, default=200, help="of the synthetic tree (Oxford has about 200)"
+    )
+    parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--workers", type=int, default=default_num_workers())
+    parser.add_argument("--epochs", type=int, default=2, help="timed passes over the input per measurement")
+    parser.add_argument(
+        "--train-model", default="mobilenet_v3_small", help="backbone for the Trainer comparison"
+    )
+    parser.add_argument("--train-size", type=int, default=128, help="image size for the Trainer comparison")
+    parser.add_argument("--train-steps", type=int, default=40)
+    parser.add_argument(
+        "--gpu-steps", type=int, default=100, help="synthetic-input steps per GPU measurement"
+    )
+    parser.add_argument("--json", type=Path, default=Path("bench.json"))
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None, accelerator_section: bool | None = None) -> dict:
+    """Run the benchmark; the accelerator section by default only where there is a GPU."""
+    args = parse_args(argv)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    root = args.root or ensure_synthetic(
+        Path(os.environ.get("CATS_MODEL_DATA_DIR", "data")) / f"synthetic-pet-bench-{args.images_per_class}",
+        SyntheticSpec(trainval_per_class=args.images_per_class, test_per_class=4, dog_breeds=0, min_size=300, max_size=500),
+    )  # fmt: skip
+    dm = CatBreedsDataModule(
+        str(root), image_size=args.image_size, batch_size=args.batch_size, num_workers=args.workers
+    )
+    started = time.perf_counter()
+    dm.setup()  # builds the decoded cache once, like the first run on a dataset
+    workdir = args.json.parent.absolute() / "bench-runs"
+    results = {
+        "machine": {"platform": platform.platform(), "cpus": available_cpus(), "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+                    "torch": torch.__version__, "workers": args.workers, "batch_size": args.batch_size, "image_size": args.image_size,
+                    "train_images": len(dm.splits.train)},
+        "cache_build_s": time.perf_counter() - started,
+        "input_pipeline": bench_input(dm, args.epochs, device),
+        "framework": bench_framework(args.train_steps, args.train_size, min(args.batch_size, 32), args.train_model, device, workdir),
+    }  # fmt: skip
+    if device.type == "cuda" if accelerator_section is None else accelerator_section:
+        results["accelerator"] = bench_accelerator(dm, device, args.gpu_steps, 3, workdir)
+    args.json.write_text(json.dumps(results, indent=2) + "\n")
+    print(format_results(results))
+    return results
+
+
+def format_results(results: dict) -> str:
+    i, f, m = results["input_pipeline"], results["framework"], results["machine"]
+    lines = [
+        f"machine: {m['device']}, {m['cpus']} CPUs, torch {m['torch']}; batch {m['batch_size']}, {m['workers']} workers, "
+        f"{m['image_size']} px, {m['train_images']} training images",
+        "| measurement | project | reference | ratio |",
+        "|---|---|---|---|",
+        f"| input pipeline, images/s (vs plain torchvision) | {i['project_images_per_sec']:.0f} | {i['baseline_images_per_sec']:.0f} | {i['ratio']:.2f}x |",
+        f"| training, images/s ({f['model']} {f['image_size']} px; Trainer vs hand loop) | {f['trainer_images_per_sec']:.1f} | {f['hand_loop_images_per_sec']:.1f} | {f['ratio']:.3f} |",
+    ]  # fmt: skip
+    if "accelerator" in results:
+        a = results["accelerator"]
+        peak = f"{a['peak_tflops']}" if a["peak_tflops"] else "unknown"
+        lines += [
+            f"| {a['model']} {a['image_size']} px on {a['device']}, images/s ({a['precision']} vs 32-true) | {a['defaults_images_per_sec']:.0f} | {a['fp32_images_per_sec']:.0f} | {a['speedup']:.2f}x |",
+            f"| arithmetic, TFLOP/s (vs peak) | {a['achieved_tflops']:.1f} | {peak} | {a['fraction_of_peak'] or 0:.2f} |",
+            f"| a whole epoch of real data vs synthetic input, images/s | {a['epoch_images_per_sec']:.0f} | {a['defaults_images_per_sec']:.0f} | {a['epoch_vs_synthetic']:.2f} |",
+        ]  # fmt: skip
+    lines.append(f"(decoded cache built once in {results['cache_build_s']:.1f} s)")
+    return "\n".join(lines)
