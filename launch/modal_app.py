@@ -4,6 +4,8 @@ Every setting comes from modal.yml and every dependency from pyproject.toml; the
 over cats_model.cloud.remote, whose bodies tests run offline with `.local()`.
 """
 
+import shlex
+
 import modal
 
 from cats_model.cloud import entry, remote
@@ -49,6 +51,9 @@ PREPARE_DATA_OPTIONS = dict(
     volumes={data_mount: data_volume},
 )
 
+# The benchmark runs on the hardware training gets.
+BENCH_OPTIONS = {key: TRAIN_OPTIONS[key] for key in ("gpu", "cpu", "memory", "timeout", "volumes")}
+
 
 def _commit(volume: modal.Volume):
     """Volume commits need the Modal service: only inside a container."""
@@ -75,6 +80,12 @@ def train(overrides: list[str], run_name: str | None = None) -> dict:
     if commit_data := _commit(data_volume):
         commit_data()
     return result
+
+
+@app.function(**BENCH_OPTIONS)
+def bench(args: str = "") -> dict:
+    """`modal run launch/modal_app.py::bench [--args "--root /data/oxford-iiit-pet"]`: the table streams back."""
+    return remote.bench(shlex.split(args), commit=_commit(outputs_volume))
 
 
 @app.local_entrypoint()

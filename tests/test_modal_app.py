@@ -48,6 +48,10 @@ def test_app_and_functions_match_modal_yml(modal_app, declared):
     assert retries.initial_delay.total_seconds() == declared["train"]["retries"]["initial_delay"]
     assert retries.backoff_coefficient == declared["train"]["retries"]["backoff_coefficient"]
 
+    bench = modal_app.bench._spec_  # measured on the hardware training gets
+    assert (bench.gpus, bench.cpu, bench.memory) == (train.gpus, train.cpu, train.memory)
+    assert {mount: volume.name for mount, volume in bench.volumes.items()} == volumes
+
     prepare = modal_app.prepare_data._spec_
     assert prepare.gpus is None
     assert (prepare.cpu, prepare.memory) == (
@@ -127,6 +131,16 @@ def test_train_local_writes_the_run_then_resumes_it(modal_app, mounts):
 
 
 @pytest.mark.slow
+@pytest.mark.slow
+def test_bench_local_writes_its_table_to_the_outputs_volume(modal_app, mounts):
+    results = modal_app.bench.local(
+        "--images-per-class 8 --image-size 48 --batch-size 8 --workers 0 --epochs 1 --train-size 32 --train-steps 6"
+    )
+    written = list((mounts[1] / "bench").glob("*.json"))
+    assert len(written) == 1 and json.loads(written[0].read_text()) == json.loads(json.dumps(results))
+    assert results["machine"]["image_size"] == 48  # the arguments reached the benchmark
+
+
 def test_a_user_error_is_returned_not_raised_so_modal_never_retries_it(modal_app, mounts, tmp_path):
     cpu = ["model=mobilenet_v3_small", "model.pretrained=false", "trainer.accelerator=cpu"]
     missing = modal_app.train.local([*cpu, "data=cat_breeds", f"data.root={tmp_path}/none"], "bad")

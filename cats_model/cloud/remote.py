@@ -97,6 +97,18 @@ def train(
     return {**result, **json.loads((directory / "metrics.json").read_text())}
 
 
+def bench(argv: list[str], commit: Callable[[], None] | None) -> dict:
+    """`python -m cats_model.bench ARGV` on this machine; its JSON lands in <outputs>/bench/<fresh name>.json."""
+    from cats_model.bench.cli import main
+
+    target = output_dir() / "bench" / f"{fresh_run_name()}.json"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    results = main([*argv, "--json", str(target)])
+    if commit:
+        commit()
+    return results
+
+
 def _run_streaming(command: list[str], env: dict) -> tuple[int, str]:
     """Run `command`, passing its output through as it comes; return its exit code and last stderr line."""
     last_line = ""
