@@ -53,8 +53,9 @@ def bench_framework(
     steps: int, image_size: int, batch_size: int, backbone: str, device: torch.device, workdir: Path
 ) -> dict:
     torch.manual_seed(0)
-    model = CatClassifier(class_names=[str(i) for i in range(12)], backbone=backbone, pretrained=False,
-                          image_size=image_size, optimizer={"name": "adamw", "lr": 1e-3}, scheduler={"name": "constant"})  # fmt: skip
+    # channels_last off: on a GPU the Trainer's copy would otherwise switch to it and the hand loop's would not.
+    model = CatClassifier(class_names=[str(i) for i in range(12)], backbone=backbone, pretrained=False, image_size=image_size,
+                          optimizer={"name": "adamw", "lr": 1e-3}, scheduler={"name": "constant"}, channels_last=False)  # fmt: skip
     batches = [
         (torch.randn(batch_size, 3, image_size, image_size), torch.randint(0, 12, (batch_size,)))
         for _ in range(steps)
