@@ -1,6 +1,7 @@
 """The benchmark runs end to end and reports ratios measured side by side (no wall-clock thresholds here)."""
 
 import json
+import time
 
 import pytest
 
@@ -37,3 +38,23 @@ def test_bench_reports_side_by_side_ratios(tmp_path, capsys):
     for row in ("| input pipeline, images/s (vs plain torchvision) |", "Trainer vs hand loop",
                 "(32-true vs 32-true)", "| a whole epoch of real data vs synthetic input, images/s |"):  # fmt: skip
         assert row in printed
+
+
+@pytest.mark.slow
+def test_time_spent_in_the_trainers_steps_counts_against_the_trainer_only(tmp_path, monkeypatch):
+    """The interleaved measurement attributes each side's seconds to it: a known delay added to every Trainer
+    step (0.3 s, ten times a hand-loop step of this tiny model) appears in the Trainer's time and not in the
+    hand loop's."""
+    import torch
+
+    from cats_model.bench import framework
+
+    class SlowTrainSpeed(framework.TrainSpeed):
+        def on_train_batch_end(self, *args):
+            super().on_train_batch_end(*args)
+            time.sleep(0.3)
+
+    monkeypatch.setattr(framework, "TrainSpeed", SlowTrainSpeed)
+    result = framework.bench_framework(10, 32, 4, "mobilenet_v3_small", torch.device("cpu"), tmp_path)
+    trainer_step, hand_step = (4 / result[f"{side}_images_per_sec"] for side in ("trainer", "hand_loop"))
+    assert trainer_step >= 0.3 > hand_step
