@@ -58,8 +58,8 @@ def _loggers(group: DictConfig | None) -> list:
     try:
         return _instantiate_all(group)
     except Exception as err:  # W&B, MLflow: optional packages
-        if isinstance(err.__cause__, ModuleNotFoundError) or isinstance(err, ModuleNotFoundError):
-            missing = err.__cause__ if isinstance(err.__cause__, ModuleNotFoundError) else err
+        missing = err if isinstance(err, ModuleNotFoundError) else err.__cause__
+        if isinstance(missing, ModuleNotFoundError):
             raise UserError(
                 f"the chosen logger needs a package that is not installed: {missing}; or use logger=csv"
             ) from err
@@ -77,12 +77,16 @@ def checked_trainer_settings(cfg: DictConfig) -> dict:
     return settings
 
 
+def last_checkpoint(cfg: DictConfig) -> Path:
+    """Where the last-checkpoint callback (configs/callbacks/last_checkpoint.yaml) writes."""
+    return Path(cfg.paths.checkpoint_dir) / "last.ckpt"
+
+
 def resume_checkpoint(cfg: DictConfig) -> str | None:
     """The run's last.ckpt when resuming; temporary files of a write cut short by a kill are removed."""
-    checkpoint_dir = Path(cfg.paths.checkpoint_dir)
-    for leftover in checkpoint_dir.glob(".*.tmp"):  # the checkpoint they were replacing is intact
+    for leftover in Path(cfg.paths.checkpoint_dir).glob(".*.tmp"):  # the checkpoint they replaced is intact
         leftover.unlink()
-    last = checkpoint_dir / "last.ckpt"
+    last = last_checkpoint(cfg)
     return str(last) if cfg.resume and last.is_file() else None
 
 
@@ -129,7 +133,7 @@ def train(cfg: DictConfig) -> dict:
         results = trainer.test(model, datamodule=datamodule, ckpt_path=best_path, weights_only=True)
         test_metrics = results[0] if results else {}
 
-    last = Path(cfg.paths.checkpoint_dir) / "last.ckpt"
+    last = last_checkpoint(cfg)
     best_score = best.best_model_score if best is not None else None
     metrics = {
         "val/acc_best": float(best_score) if best_score is not None else None,

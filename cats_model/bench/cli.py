@@ -68,7 +68,9 @@ def main(argv: list[str] | None = None, accelerator_section: bool | None = None)
         "input_pipeline": bench_input(dm, args.epochs, device),
         "framework": bench_framework(args.train_steps, args.train_size, min(args.batch_size, 32), args.train_model, device, workdir),
     }  # fmt: skip
-    if device.type == "cuda" if accelerator_section is None else accelerator_section:
+    if accelerator_section is None:
+        accelerator_section = device.type == "cuda"
+    if accelerator_section:
         results["accelerator"] = bench_accelerator(dm, device, args.gpu_steps, 3, workdir)
     args.json.write_text(json.dumps(results, indent=2) + "\n")
     print(format_results(results))

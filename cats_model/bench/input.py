@@ -3,7 +3,9 @@
 import time
 
 import torch
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset
+from torchvision import transforms as T
 
 from cats_model.data.datamodule import ImageDataModule
 
@@ -12,8 +14,6 @@ class PlainTorchvision(Dataset):
     """The usual baseline: decode the JPEG with PIL, then torchvision's classic transforms, per item."""
 
     def __init__(self, samples, image_size, mean, std):
-        from torchvision import transforms as T
-
         self.samples = samples
         self.transform = T.Compose([T.RandomResizedCrop(image_size), T.ToTensor(), T.Normalize(mean, std)])
 
@@ -21,8 +21,6 @@ class PlainTorchvision(Dataset):
         return len(self.samples)
 
     def __getitem__(self, index):
-        from PIL import Image
-
         path, label = self.samples[index]
         with Image.open(path) as image:
             return self.transform(image.convert("RGB")), label

@@ -139,7 +139,7 @@ class ImageDataModule(L.LightningDataModule):
         train, val = stratified_split(trainval, (1 - self.val_fraction, self.val_fraction), self.seed)
         return train, val
 
-    def _loader(self, samples: list[Sample], transform, train: bool) -> DataLoader:
+    def _loader(self, samples: list[Sample], train: bool) -> DataLoader:
         if self.pipeline == "cached":  # uint8, read a batch at a time; augmented in on_after_batch_transfer
             rows = [(self.cache_rows[path], label) for path, label in samples]
             # On a GPU the whole augmentation runs there; on a CPU the workers crop, beside the training process.
@@ -150,6 +150,11 @@ class ImageDataModule(L.LightningDataModule):
             )
             dataset, collate = CachedImageDataset(self.cache_file, rows, crop), already_batched
         else:  # large JPEGs decode at reduced scale, still twice the training size (enough for the random crops)
+            transform = (
+                train_transform(self.image_size, self.mean, self.std, self.crop_scale, self.color_jitter)
+                if train
+                else eval_transform(self.image_size, self.mean, self.std)
+            )
             dataset, collate = ImageDataset(samples, transform, min_side=2 * self.image_size), None
         return DataLoader(
             dataset,
@@ -190,18 +195,13 @@ class ImageDataModule(L.LightningDataModule):
         return torch.cuda.is_available()
 
     def train_dataloader(self) -> DataLoader:
-        transform = train_transform(self.image_size, self.mean, self.std, self.crop_scale, self.color_jitter)
-        return self._loader(self.splits.train, transform, train=True)
+        return self._loader(self.splits.train, train=True)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(
-            self.splits.val, eval_transform(self.image_size, self.mean, self.std), train=False
-        )
+        return self._loader(self.splits.val, train=False)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(
-            self.splits.test, eval_transform(self.image_size, self.mean, self.std), train=False
-        )
+        return self._loader(self.splits.test, train=False)
 
 
 class OxfordPetDataModule(ImageDataModule):
