@@ -20,7 +20,7 @@ from cats_model.console import print_config_tree
 from cats_model.errors import UserError, exit_on_user_error
 from cats_model.paths import CONFIG_DIR  # importing it registers the config resolvers
 from cats_model.plots import write_run_plots
-from cats_model.validation import check_arguments
+from cats_model.validation import check_arguments, check_ranges
 
 log = logging.getLogger(__name__)
 METRICS_FILE = "metrics.json"
@@ -74,6 +74,7 @@ def checked_trainer_settings(cfg: DictConfig) -> dict:
         )
     settings = trainer_settings(cfg.trainer)
     check_arguments(L.Trainer, settings, "trainer")
+    check_ranges(cfg)
     return settings
 
 

@@ -263,8 +263,6 @@ class CatVsOtherDataModule(OxfordPetDataModule):
 
     def __init__(self, *args, other_per_cat: float = 1.0, **kwargs):
         super().__init__(*args, **kwargs)
-        if other_per_cat <= 0:
-            raise UserError(f"data.other_per_cat must be positive, got {other_per_cat}")
         self.other_per_cat = other_per_cat
 
     def label(self, trainval, test):
