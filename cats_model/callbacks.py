@@ -1,12 +1,19 @@
-"""Callbacks and plugins the training entry adds to every run."""
+"""Callbacks and plugins of every run: checkpoints that stay consistent with their run folder, throughput."""
 
+import logging
+import os
+import shutil
 import time
+from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from cats_model.atomic import atomic_path
+
+log = logging.getLogger(__name__)
 
 
 def synced_now(device: torch.device) -> float:
@@ -63,3 +70,69 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             return super().save_checkpoint(checkpoint, path, storage_options)
         with atomic_path(path) as tmp:
             torch.save(checkpoint, tmp)
+
+
+def previous_checkpoint(path: str | Path) -> Path:
+    """Where the checkpoint written before `path` is kept: last.ckpt -> last-previous.ckpt."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}-previous{path.suffix}")
+
+
+class RunCheckpoint(ModelCheckpoint):
+    """A ModelCheckpoint whose files always belong to its own folder.
+
+    Lightning keeps absolute paths in the callback's state (best_model_path, best_k_models) and reloads them on
+    resume: a run folder that was moved or copied would test on the old folder's best checkpoint, and one whose
+    best checkpoint was deleted would fail to test at all. Restored paths are re-rooted to this callback's
+    folder, and files that are gone are forgotten with a warning (the next validation saves a new best; until
+    then the test runs on the last weights). With `keep_previous`, the file being replaced is kept as
+    `<name>-previous.ckpt` (a hard link, so no copy), to resume from if the newest one turns out damaged.
+    """
+
+    def __init__(self, *args, keep_previous: bool = False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.keep_previous = keep_previous
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        if self.dirpath is None:  # not set up: nothing to re-root to
+            return super().load_state_dict(state_dict)
+        here = self._here
+        state = {
+            **state_dict,
+            "dirpath": self.dirpath,
+            "best_model_path": here(state_dict.get("best_model_path", "")),
+            "kth_best_model_path": here(state_dict.get("kth_best_model_path", "")),
+            "last_model_path": here(state_dict.get("last_model_path", "")),
+            "best_k_models": {
+                here(path): score for path, score in state_dict.get("best_k_models", {}).items()
+            },
+        }
+        super().load_state_dict(state)
+        if self.monitor is None:  # last.ckpt: rewritten each time, whatever is there
+            return
+        gone = {
+            path for path in [*self.best_k_models, self.best_model_path] if path and not os.path.isfile(path)
+        }
+        for path in sorted(gone):
+            log.warning(
+                "checkpoint %s is gone: forgotten; the next validation saves a new best, until then the test "
+                "runs on the last weights",
+                path,
+            )
+            self.best_k_models.pop(path, None)
+        if self.best_model_path in gone:
+            pick = min if self.mode == "min" else max
+            self.best_model_path = pick(self.best_k_models, key=self.best_k_models.get, default="")
+            self.best_model_score = self.best_k_models.get(self.best_model_path)
+
+    def _here(self, path: str) -> str:
+        return os.path.join(self.dirpath, os.path.basename(path)) if path else path
+
+    def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
+        if self.keep_previous and trainer.is_global_zero and os.path.isfile(filepath):
+            with atomic_path(previous_checkpoint(filepath)) as tmp:
+                try:
+                    os.link(filepath, tmp)
+                except OSError:  # a filesystem without hard links
+                    shutil.copyfile(filepath, tmp)
+        super()._save_checkpoint(trainer, filepath)

@@ -29,3 +29,16 @@ def load_classifier(path: str | Path, device: torch.device | str = "cpu") -> Cat
             f"{path} is not a usable tiny-cats-model checkpoint ({type(err).__name__}: {reason})"
         ) from err
     return model.eval()
+
+
+def resume_problem(path: str | Path) -> str | None:
+    """Why training cannot resume from `path` (truncated, not a checkpoint, no training state), or None.
+
+    Reads the checkpoint's index only (memory-mapped): cheap even for large checkpoints."""
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as err:
+        return f"unreadable, truncated or not a checkpoint ({type(err).__name__}: {' '.join(str(err).split())[:120]})"
+    expected = ("state_dict", "loops", "epoch")
+    missing = [key for key in expected if key not in checkpoint] if isinstance(checkpoint, dict) else expected
+    return f"not a training checkpoint (no {', '.join(missing)})" if missing else None

@@ -1,8 +1,9 @@
 """Download Oxford-IIIT Pet, verified and idempotent: `python -m cats_model.download --root DIR`.
 
 Archives are fetched into a folder beside DIR (resumable with HTTP ranges, retried with backoff), checked
-against known digests, extracted into a staging folder beside DIR with every member checked, and only then
-renamed to DIR with a completion marker. A failure at any step leaves DIR as it was.
+against known digests, extracted into a staging folder beside DIR with every member checked (files and
+folders only, sizes capped), and only then renamed to DIR with a completion marker. A failure at any step
+leaves DIR as it was, and nothing is ever written outside these folders.
 """
 
 import argparse
@@ -12,6 +13,7 @@ import json
 import logging
 import os
 import shutil
+import string
 import sys
 import tarfile
 import time
@@ -30,6 +32,11 @@ CHECKSUMS = {
     "images.tar.gz": "5c4f3ee8e5d25df40f4fd59a7f44e54c",
     "annotations.tar.gz": "95a8c909bbe2e81eed6a22bccdf3f68f",
 }
+DIGEST_ALGORITHMS = {32: "md5", 64: "sha256"}  # by the length of the hex digest
+# Extraction caps, per archive: ten times the real dataset (images.tar.gz, 792 MB, holds about 800 MB of
+# JPEGs; annotations.tar.gz is 19 MB), and far above its largest file; a small archive can expand to terabytes.
+MAX_EXTRACTED_BYTES = 8 * 10**9
+MAX_MEMBER_BYTES = 256 * 10**6
 MARKER = ".complete"
 CHUNK = 1 << 20
 
@@ -41,9 +48,32 @@ class Source:
     retries: int = 5
     backoff_s: float = 1.0
     timeout_s: float = 60.0
+    max_extracted_bytes: int = MAX_EXTRACTED_BYTES
+    max_member_bytes: int = MAX_MEMBER_BYTES
 
     def __post_init__(self):
-        self.checksums = dict(self.checksums or CHECKSUMS)
+        self.checksums = dict(CHECKSUMS) if self.checksums is None else checked_checksums(self.checksums)
+
+
+def checked_checksums(value, origin: str = "checksums") -> dict[str, str]:
+    """`value` when it maps exactly the dataset's archive names to md5 or sha256 hex digests; else a UserError.
+
+    The names become file names in the download folder: any other key (`../x`, `/tmp/x`) would write elsewhere."""
+    if not isinstance(value, dict) or sorted(value) != sorted(CHECKSUMS):
+        raise UserError(
+            f'{origin}: expected a JSON object {{"images.tar.gz": digest, "annotations.tar.gz": digest}}, '
+            f"got {json.dumps(value)[:100]}"
+        )
+    for name, digest in value.items():
+        if not (
+            isinstance(digest, str)
+            and len(digest) in DIGEST_ALGORITHMS
+            and set(digest) <= set(string.hexdigits)
+        ):
+            raise UserError(
+                f"{origin}: {name}: {json.dumps(digest)[:80]} is neither an md5 (32 hex digits) nor a sha256 (64) digest"
+            )
+    return {name: value[name].lower() for name in CHECKSUMS}
 
 
 def default_root() -> Path:
@@ -82,7 +112,7 @@ def download(root: str | Path, source: Source | None = None, force: bool = False
         ]
         staging.mkdir()
         for archive in archives:
-            safe_extract(archive, staging)
+            safe_extract(archive, staging, source.max_extracted_bytes, source.max_member_bytes)
         if not OxfordPet(staging).exists():
             raise UserError(
                 f"the archives from {source.base_url} hold no annotations/list.txt, trainval.txt and test.txt"
@@ -116,16 +146,9 @@ def file_digest(path: Path, algorithm: str) -> str:
     return digest.hexdigest()
 
 
-def _algorithm(expected: str) -> str:
-    algorithms = {32: "md5", 64: "sha256"}
-    if len(expected) not in algorithms:
-        raise UserError(f"checksum {expected!r} is neither an md5 (32 hex digits) nor a sha256 (64) digest")
-    return algorithms[len(expected)]
-
-
 def fetch(url: str, target: Path, expected: str, source: Source) -> Path:
     """Download `url` to `target` unless a verified copy is there; resume a partial one where the server allows."""
-    algorithm = _algorithm(expected.lower())
+    algorithm = DIGEST_ALGORITHMS[len(expected)]
     if target.is_file() and file_digest(target, algorithm) == expected.lower():
         return target
     partial = target.with_name(target.name + ".part")
@@ -213,32 +236,67 @@ class _progress:
             self._bar.stop()
 
 
-def safe_extract(archive: Path, destination: Path) -> None:
-    """Extract a tar archive, refusing members that would land outside `destination` or are not plain files."""
+def safe_extract(
+    archive: Path,
+    destination: Path,
+    max_bytes: int = MAX_EXTRACTED_BYTES,
+    max_member_bytes: int = MAX_MEMBER_BYTES,
+) -> None:
+    """Extract a tar archive into `destination` member by member, trusting nothing in it.
+
+    Only regular files and folders are accepted: Oxford's archives hold nothing else, and a link lets later
+    members land elsewhere in ways a check of the names cannot see (CVE-2025-4517 fools Python's own
+    `filter="data"` on unpatched versions), so the protection does not depend on the Python version. Files are
+    written without following links and checked with their parents resolved; their sizes are capped."""
     destination = destination.resolve()
-    with tarfile.open(archive) as tar:
-        members = tar.getmembers()
-        for member in members:
-            _check_member(member, destination, archive.name)
-        tar.extractall(
-            destination, members=members, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {})
+    extracted = 0
+    try:
+        with tarfile.open(archive, "r|*") as tar:  # one pass over the stream
+            for member in tar:
+                target = _member_target(member, destination, archive.name)
+                if member.isdir():
+                    target.mkdir(parents=True, exist_ok=True)
+                    continue
+                extracted += member.size
+                if member.size > max_member_bytes or extracted > max_bytes:
+                    raise UserError(
+                        f"{archive.name} expands to more than its cap ({max_member_bytes / 1e6:g} MB per file, "
+                        f"{max_bytes / 1e9:g} GB in all) at {member.name}: refused; raise --max-member-mb or "
+                        f"--max-extracted-gb if the archive is trusted"
+                    )
+                target.parent.mkdir(parents=True, exist_ok=True)
+                _write_new_file(tar.extractfile(member), target)
+                if not target.resolve(strict=True).is_relative_to(destination):
+                    raise UserError(f"{archive.name}: {member.name} landed outside the target, refused")
+    except (OSError, tarfile.TarError) as err:  # a full disk, a damaged archive
+        raise UserError(f"could not extract {archive.name} into {destination}: {err}") from err
+
+
+def _member_target(member: tarfile.TarInfo, destination: Path, archive: str) -> Path:
+    """Where `member` goes inside `destination`; a UserError for any member that is not a plain file or
+    folder with a relative name inside it."""
+    relative = PurePosixPath(member.name)
+    outside = f"{archive} has a member that would land outside the target, refused: {member.name}"
+    if relative.is_absolute() or ".." in relative.parts:
+        raise UserError(outside)
+    if member.issym() or member.islnk():
+        raise UserError(
+            f"{archive} has a link member, refused: {member.name} -> {member.linkname} (the dataset has no "
+            f"links; through one, later members would land outside the target)"
         )
+    if not (member.isreg() or member.isdir()):
+        raise UserError(f"{archive} has a device or FIFO member, refused: {member.name}")
+    target = destination.joinpath(*relative.parts)
+    if not target.parent.resolve().is_relative_to(destination):
+        raise UserError(outside)
+    return target
 
 
-def _check_member(member: tarfile.TarInfo, destination: Path, archive: str) -> None:
-    def inside(relative: str, base: Path) -> bool:
-        path = PurePosixPath(relative)
-        return not path.is_absolute() and (base / path).resolve().is_relative_to(destination)
-
-    refuse = f"{archive} has a member that would land outside the target, refused: {member.name}"
-    if not inside(member.name, destination):
-        raise UserError(refuse)
-    if member.issym() and not inside(member.linkname, (destination / member.name).parent):
-        raise UserError(refuse + f" -> {member.linkname}")
-    if member.islnk() and not inside(member.linkname, destination):
-        raise UserError(refuse + f" -> {member.linkname}")
-    if not (member.isfile() or member.isdir() or member.issym() or member.islnk()):
-        raise UserError(f"{archive} has a device or fifo member, refused: {member.name}")
+def _write_new_file(source, target: Path) -> None:
+    # O_NOFOLLOW: never write through a link, whatever is at `target`.
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0)
+    with os.fdopen(os.open(target, flags, 0o644), "wb") as out:
+        shutil.copyfileobj(source, out, CHUNK)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -255,6 +313,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--retries", type=int, default=5, help="retries per archive on network errors")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds without data before a retry")
     parser.add_argument("--force", action="store_true", help="replace whatever is at --root")
+    parser.add_argument(
+        "--max-extracted-gb", type=float, default=MAX_EXTRACTED_BYTES / 1e9,
+        help="refuse an archive that expands to more than this (default: %(default)g)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--max-member-mb", type=float, default=MAX_MEMBER_BYTES / 1e6,
+        help="refuse an archive holding a file larger than this (default: %(default)g)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     with exit_on_user_error(exit_code=1):
@@ -264,9 +330,12 @@ def main(argv: list[str] | None = None) -> None:
                 checksums = json.loads(args.checksums.read_text())
             except (OSError, ValueError) as err:
                 raise UserError(f"--checksums {args.checksums}: {err}") from err
-        download(
-            args.root, Source(args.base_url, checksums, args.retries, timeout_s=args.timeout), args.force
-        )
+            checksums = checked_checksums(checksums, f"--checksums {args.checksums}")
+        source = Source(
+            args.base_url, checksums, args.retries, timeout_s=args.timeout,
+            max_extracted_bytes=round(args.max_extracted_gb * 1e9), max_member_bytes=round(args.max_member_mb * 1e6),
+        )  # fmt: skip
+        download(args.root, source, args.force)
 
 
 if __name__ == "__main__":

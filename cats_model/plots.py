@@ -9,7 +9,7 @@ matplotlib.use("Agg")  # files only, never a window (servers, containers)
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from cats_model.atomic import atomic_path, atomic_write_text  # noqa: E402
+from cats_model.atomic import atomic_path  # noqa: E402
 
 
 def _save(figure, path: Path) -> str:
@@ -46,11 +46,12 @@ def confusion_matrix_png(path: Path, class_names: list[str], confusion: list[lis
 
 
 def per_class_csv(path: Path, class_names: list[str], confusion: list[list[int]]) -> str:
-    lines = ["class,accuracy,correct,support"]
-    for name, row, i in zip(class_names, confusion, range(len(class_names))):
-        support = sum(row)
-        lines.append(f"{name},{row[i] / support if support else 0:.4f},{row[i]},{support}")
-    atomic_write_text(path, "\n".join(lines) + "\n")
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as file:  # quoted: names may hold commas
+        writer = csv.writer(file)
+        writer.writerow(["class", "accuracy", "correct", "support"])
+        for i, (name, row) in enumerate(zip(class_names, confusion)):
+            support = sum(row)
+            writer.writerow([name, f"{row[i] / support if support else 0:.4f}", row[i], support])
     return str(path)
 
 

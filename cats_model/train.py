@@ -20,7 +20,8 @@ from cats_model.console import print_config_tree
 from cats_model.errors import UserError, exit_on_user_error
 from cats_model.paths import CONFIG_DIR  # importing it registers the config resolvers
 from cats_model.plots import write_run_plots
-from cats_model.validation import check_arguments
+from cats_model.run_folder import hold, resume_checkpoint, set_aside_checkpoints
+from cats_model.validation import check_arguments, check_ranges
 
 log = logging.getLogger(__name__)
 METRICS_FILE = "metrics.json"
@@ -74,6 +75,7 @@ def checked_trainer_settings(cfg: DictConfig) -> dict:
         )
     settings = trainer_settings(cfg.trainer)
     check_arguments(L.Trainer, settings, "trainer")
+    check_ranges(cfg)
     return settings
 
 
@@ -82,21 +84,23 @@ def last_checkpoint(cfg: DictConfig) -> Path:
     return Path(cfg.paths.checkpoint_dir) / "last.ckpt"
 
 
-def resume_checkpoint(cfg: DictConfig) -> str | None:
-    """The run's last.ckpt when resuming; temporary files of a write cut short by a kill are removed."""
-    for leftover in Path(cfg.paths.checkpoint_dir).glob(".*.tmp"):  # the checkpoint they replaced is intact
-        leftover.unlink()
-    last = last_checkpoint(cfg)
-    return str(last) if cfg.resume and last.is_file() else None
-
-
 def train(cfg: DictConfig) -> dict:
-    """Fit (resuming from the run's last.ckpt), test the best checkpoint, write and return metrics.json."""
+    """Fit (resuming from the run's last.ckpt), test the best checkpoint, write and return metrics.json.
+    The values are checked first; then the run folder is held by this process alone until the end."""
     started = time.time()
     if cfg.get("print_config"):
         print_config_tree(cfg)
     L.seed_everything(cfg.seed, workers=True)
     settings = checked_trainer_settings(cfg)
+    with hold(Path(cfg.paths.output_dir)):
+        return fit_and_test(cfg, settings, started)
+
+
+def fit_and_test(cfg: DictConfig, settings: dict, started: float) -> dict:
+    """Everything after the checks, in the run folder this process holds."""
+    if not cfg.resume:
+        set_aside_checkpoints(Path(cfg.paths.checkpoint_dir))
+    resume_from = resume_checkpoint(last_checkpoint(cfg))
     datamodule = instantiate(cfg.data, _convert_="all")
     datamodule.prepare_data()  # a missing dataset fails here
     datamodule.setup("fit")
@@ -119,7 +123,6 @@ def train(cfg: DictConfig) -> dict:
         plugins=[AtomicCheckpointIO()],
     )
 
-    resume_from = resume_checkpoint(cfg)
     if resume_from:
         log.info("resuming from %s", resume_from)
     trainer.fit(model, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
@@ -142,7 +145,7 @@ def train(cfg: DictConfig) -> dict:
         "last_model_path": str(last) if last.is_file() else None,
         "epoch": trainer.current_epoch,
         "global_step": trainer.global_step,
-        "resumed_from": resume_from,
+        "resumed_from": str(resume_from) if resume_from else None,
         "wall_time_s": round(time.time() - started, 2),
         "train_images_per_sec": speed.images_per_sec,
         "classes": datamodule.class_names,

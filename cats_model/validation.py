@@ -1,9 +1,15 @@
-"""Check config values against the type hints of what they configure: a typo in a value fails in one line."""
+"""Check config values before anything runs: each against the type hints of what it configures, and every number
+against its allowed range (RANGES). A typo or an impossible value fails in one line, before data is read."""
 
+import math
 import types
 import typing
+from dataclasses import dataclass
 from typing import Any, Literal, Union, get_args, get_origin
 
+from omegaconf import DictConfig, OmegaConf
+
+from cats_model.data.synthetic import DOG_BREEDS
 from cats_model.errors import UserError
 
 
@@ -49,3 +55,117 @@ def describe(hint: Any) -> str:
     if get_origin(hint) is Literal:
         return "one of " + ", ".join(repr(a) for a in get_args(hint))
     return "null" if hint is type(None) else getattr(hint, "__name__", str(hint))
+
+
+@dataclass(frozen=True)
+class Range:
+    """Numbers from `low` to `high` (None: unbounded), each end included unless marked open."""
+
+    low: float | None = None
+    high: float | None = None
+    open_low: bool = False
+    open_high: bool = False
+    integer: bool = False
+
+    def __contains__(self, value: Any) -> bool:
+        if isinstance(value, bool) or not isinstance(value, int if self.integer else int | float):
+            return False
+        above = self.low is None or value > self.low or (value == self.low and not self.open_low)
+        below = self.high is None or value < self.high or (value == self.high and not self.open_high)
+        return math.isfinite(value) and above and below  # NaN fails both comparisons
+
+    def __str__(self) -> str:
+        kind = "an integer" if self.integer else "a number"
+        if self.high is None:
+            return f"{kind} {'>' if self.open_low else '>='} {self.low:g}"
+        return f"{kind} in {'(' if self.open_low else '['}{self.low:g}, {self.high:g}{')' if self.open_high else ']'}"
+
+
+@dataclass(frozen=True)
+class OrderedPair:
+    """Two numbers of `each`, the first no larger than the second."""
+
+    each: Range
+
+    def __contains__(self, value: Any) -> bool:
+        return (
+            isinstance(value, list | tuple)
+            and len(value) == 2
+            and all(v in self.each for v in value)
+            and value[0] <= value[1]
+        )
+
+    def __str__(self) -> str:
+        return f"two numbers [low, high], each {str(self.each).removeprefix('a number ')}, low <= high"
+
+
+@dataclass(frozen=True)
+class CountOrFraction:
+    """Lightning's `limit_*_batches`: a number of batches, or a fraction of them."""
+
+    def __contains__(self, value: Any) -> bool:
+        return value in Range(0, integer=True) or value in Range(0.0, 1.0)
+
+    def __str__(self) -> str:
+        return "an integer >= 0 (batches) or a number in [0, 1] (a fraction of them)"
+
+
+POSITIVE, NON_NEGATIVE, UNIT = Range(0, open_low=True), Range(0), Range(0, 1)
+FRACTION = Range(0, 1, open_low=True, open_high=True)  # of the images: neither none nor all
+COUNT, AT_LEAST_ONE = Range(0, integer=True), Range(1, integer=True)
+# The allowed values of every number a user can set, by config key; null stays allowed where the type allows it.
+RANGES = {
+    "seed": Range(0, 2**32 - 1, integer=True),
+    "data.image_size": Range(32, 2048, integer=True),  # 32: every backbone downsamples by 32
+    "data.batch_size": AT_LEAST_ONE,
+    "data.num_workers": COUNT,
+    "data.val_fraction": FRACTION,
+    "data.test_fraction": FRACTION,
+    "data.crop_scale": OrderedPair(Range(0, 1, open_low=True)),
+    "data.color_jitter": UNIT,  # brightness, contrast and saturation factors drawn from [1 - x, 1 + x]
+    "data.max_bad_fraction": UNIT,
+    "data.other_per_cat": POSITIVE,
+    "data.synthetic.trainval_per_class": Range(2, integer=True),
+    "data.synthetic.test_per_class": AT_LEAST_ONE,
+    "data.synthetic.dog_breeds": Range(0, len(DOG_BREEDS), integer=True),
+    "data.synthetic.min_size": Range(8, integer=True),
+    "data.synthetic.max_size": Range(8, integer=True),
+    "model.label_smoothing": Range(0, 1, open_high=True),
+    "optimizer.lr": POSITIVE,
+    "optimizer.weight_decay": NON_NEGATIVE,
+    "optimizer.momentum": Range(0, 1, open_high=True),
+    "scheduler.warmup_epochs": NON_NEGATIVE,
+    "scheduler.min_lr_ratio": UNIT,
+    "trainer.max_epochs": AT_LEAST_ONE,
+    "trainer.min_epochs": COUNT,
+    "trainer.check_val_every_n_epoch": AT_LEAST_ONE,
+    "trainer.log_every_n_steps": AT_LEAST_ONE,
+    "trainer.accumulate_grad_batches": AT_LEAST_ONE,
+    "trainer.gradient_clip_val": NON_NEGATIVE,
+    "trainer.limit_train_batches": CountOrFraction(),
+    "trainer.limit_val_batches": CountOrFraction(),
+    "trainer.limit_test_batches": CountOrFraction(),
+    "callbacks.best_checkpoint.save_top_k": Range(-1, integer=True),  # -1: keep every epoch's
+    "callbacks.last_checkpoint.save_top_k": AT_LEAST_ONE,
+    "callbacks.model_summary.max_depth": Range(-1, integer=True),
+}
+
+
+def check_ranges(cfg: DictConfig) -> None:
+    """Raise a UserError naming the key and its allowed values for the first value out of range."""
+    for key, allowed in RANGES.items():
+        value = OmegaConf.select(cfg, key, default=None)
+        if OmegaConf.is_config(value):  # a list
+            value = OmegaConf.to_container(value, resolve=True)
+        if value is not None and value not in allowed:
+            raise UserError(f"{key}={value!r} is not a valid value: expected {allowed}")
+    held_out = cfg.data.get("val_fraction", 0) + cfg.data.get("test_fraction", 0)
+    if held_out >= 1:
+        raise UserError(
+            f"data.val_fraction + data.test_fraction = {held_out:g} leaves no images to train on: keep it under 1"
+        )
+    synthetic = cfg.data.get("synthetic")
+    if synthetic and synthetic.min_size > synthetic.max_size:
+        raise UserError(
+            f"data.synthetic.min_size={synthetic.min_size} is larger than data.synthetic.max_size={synthetic.max_size}"
+        )

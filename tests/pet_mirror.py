@@ -11,16 +11,25 @@ from cats_model.data.synthetic import SyntheticSpec, ensure_synthetic
 
 
 def tar_gz(members: dict[str, bytes], links: dict[str, str] | None = None) -> bytes:
+    """Files, then symbolic links (name -> target)."""
+    entries = [(name, tarfile.REGTYPE, data) for name, data in members.items()]
+    return tar_gz_entries(
+        entries + [(name, tarfile.SYMTYPE, target) for name, target in (links or {}).items()]
+    )
+
+
+def tar_gz_entries(entries: list[tuple[str, bytes, bytes | str]]) -> bytes:
+    """Members in order, each (name, tarfile type, file content or link target)."""
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        for name, data in members.items():
+        for name, kind, payload in entries:
             info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-        for name, target in (links or {}).items():
-            info = tarfile.TarInfo(name)
-            info.type, info.linkname = tarfile.SYMTYPE, target
-            tar.addfile(info)
+            info.type = kind
+            if isinstance(payload, str):
+                info.linkname = payload
+            else:
+                info.size = len(payload)
+            tar.addfile(info, io.BytesIO(payload) if info.size else None)
     return buffer.getvalue()
 
 

@@ -1,8 +1,14 @@
 """Real photo collections hold broken and odd files: readable ones are converted, unreadable ones skipped."""
 
+import contextlib
+import csv
 import io
 import json
+import os
+import re
 import shutil
+import threading
+from pathlib import Path
 
 import pytest
 from conftest import FAST, compose_train_config
@@ -12,6 +18,7 @@ from cats_model.data.datamodule import FolderDataModule
 from cats_model.data.images import load_rgb, unreadable_reason
 from cats_model.data.synthetic import SyntheticSpec, ensure_synthetic
 from cats_model.errors import UserError
+from cats_model.plots import per_class_csv
 from cats_model.train import train
 
 
@@ -130,3 +137,101 @@ def test_a_run_over_broken_files_completes_and_reports_them(tmp_path):
     assert sorted(metrics["bad_images"]) == sorted(str(p) for p in broken)
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["bad_images"] == metrics["bad_images"]
     assert metrics["epoch"] == 1
+
+
+@contextlib.contextmanager
+def never_blocked_on(fifo: Path, seconds: float = 20):
+    """Fail instead of hanging if something waits on `fifo`: after `seconds`, open its writing end (which only
+    succeeds while a reader waits) to release the reader, and record that one did."""
+    blocked = []
+
+    def release():
+        with contextlib.suppress(OSError):  # ENXIO: no reader waiting, as it should be
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+            blocked.append(fifo)
+
+    timer = threading.Timer(seconds, release)
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+    assert not blocked, f"a reader waited on the FIFO {fifo}"
+
+
+def test_a_fifo_named_like_an_image_is_skipped_not_waited_on(tmp_path, odd_images):
+    make_folder_dataset(tmp_path, odd_images)
+    fifo = tmp_path / "red" / "pipe.jpg"
+    os.mkfifo(fifo)
+    dm = FolderDataModule(str(tmp_path), num_workers=0, max_bad_fraction=0.2)
+    with never_blocked_on(fifo):
+        dm.setup()
+        with pytest.raises(OSError, match="pipe.jpg is a FIFO, not a regular file"):
+            load_rgb(fifo)  # what predict and serving call
+    assert dm.bad_images[str(fifo)] == f"OSError: {fifo} is a FIFO, not a regular file"
+    assert str(fifo) not in {p for part in (dm.splits.train, dm.splits.val, dm.splits.test) for p, _ in part}
+
+
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")  # Pillow warns, we refuse
+def test_an_image_over_pillows_warning_threshold_is_refused(tmp_path):
+    # 144 megapixels in 18 KB: under twice Pillow's limit, where Pillow itself would only warn and decode.
+    path = tmp_path / "huge.png"
+    Image.new("1", (12000, 12000)).save(path)
+    assert Image.MAX_IMAGE_PIXELS < 12000 * 12000 < 2 * Image.MAX_IMAGE_PIXELS
+    message = f"12000x12000 pixels is over the limit of {Image.MAX_IMAGE_PIXELS} pixels"
+    for source in (path, io.BytesIO(path.read_bytes())):  # a file, or an upload's bytes
+        with pytest.raises(Image.DecompressionBombError, match=message):
+            load_rgb(source)
+    assert unreadable_reason(str(path)) == f"DecompressionBombError: {message} (a decompression bomb?)"
+
+
+def two_class_folder(root: Path, per_class: int = 10) -> Path:
+    for name, colour in (("red", (220, 30, 30)), ("blue", (30, 30, 220))):
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            Image.new("RGB", (40, 40), colour).save(root / name / f"{i}.jpg")
+    return root
+
+
+@pytest.mark.parametrize(
+    "link, target, message",
+    [
+        ("loop", ".", "class folder {root}/loop is a link to {root}, which holds the dataset itself"),
+        ("up", "..", "class folder {root}/up is a link to {parent}, which holds the dataset itself"),
+        ("crimson", "red", "class folders {root}/crimson and {root}/red hold the same images ({root}/red)"),
+    ],
+)
+def test_class_folders_that_hold_the_same_images_are_refused(tmp_path, link, target, message):
+    root = two_class_folder(tmp_path / "data")
+    (root / link).symlink_to(target)
+    with pytest.raises(UserError, match=re.escape(message.format(root=root, parent=tmp_path))):
+        FolderDataModule(str(root), num_workers=0).setup()
+
+
+@pytest.mark.parametrize("images", [1, 2])
+def test_a_class_too_small_for_every_split_is_refused(tmp_path, images):
+    root = two_class_folder(tmp_path / "data")
+    (root / "tiny").mkdir()
+    for i in range(images):
+        Image.new("RGB", (40, 40), (30, 220, 30)).save(root / "tiny" / f"{i}.jpg")
+    with pytest.raises(
+        UserError,
+        match=r"1 class\(es\) under .* have no image in the val split \(tiny\): a class needs at least 3 readable images",
+    ):
+        FolderDataModule(str(root), num_workers=0).setup()
+    (root / "tiny" / "3.jpg").write_bytes((root / "red" / "0.jpg").read_bytes())
+    if images == 2:  # three images: one for each split
+        assert FolderDataModule(str(root), num_workers=0).class_names == ["blue", "red", "tiny"]
+
+
+def test_per_class_csv_quotes_class_names(tmp_path):
+    names = ["plain", "with, comma", 'with "quotes"', "two\nlines"]
+    path = per_class_csv(
+        tmp_path / "per_class_accuracy.csv", names, [[1, 0, 0, 0], [0, 2, 0, 0], [0, 0, 0, 1], [0, 0, 0, 0]]
+    )
+    with open(path, newline="") as file:
+        rows = list(csv.DictReader(file))
+    assert [row["class"] for row in rows] == names
+    assert [(row["accuracy"], row["correct"], row["support"]) for row in rows] == [
+        ("1.0000", "1", "1"), ("1.0000", "2", "2"), ("0.0000", "0", "1"), ("0.0000", "0", "0"),
+    ]  # fmt: skip

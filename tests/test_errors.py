@@ -3,9 +3,17 @@
 import socket
 
 import pytest
+from conftest import FAST, compose_train_config
+from omegaconf import OmegaConf
 from test_train import run_cli
 
+from cats_model.errors import UserError
+from cats_model.paths import CONFIG_DIR
+from cats_model.train import train
+from cats_model.validation import RANGES
+
 SMOKE = ["debug=smoke", "callbacks.progress_bar=null"]
+FAST_ANY_DATA = [o for o in FAST if not o.startswith(("data=", "data.synthetic"))]
 
 
 def assert_one_line_error(result, *fragments: str) -> None:
@@ -107,3 +115,101 @@ def test_secrets_in_the_environment_are_never_written(tmp_path):
     for path in (tmp_path / "run").rglob("*"):
         if path.is_file():
             assert secret.encode() not in path.read_bytes(), path
+
+
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        ("data.batch_size=0", "an integer >= 1"),
+        ("data.batch_size=-1", "an integer >= 1"),
+        ("optimizer.lr=-1", "a number > 0"),
+        ("optimizer.lr=.nan", "a number > 0"),
+        ("optimizer.weight_decay=-1", "a number >= 0"),
+        ("trainer.max_epochs=-5", "an integer >= 1"),
+        ("trainer.max_epochs=0", "an integer >= 1"),  # would test an untrained model
+        ("data.image_size=0", "an integer in [32, 2048]"),
+        ("data.image_size=7", "an integer in [32, 2048]"),
+        ("data.num_workers=-1", "an integer >= 0"),
+        ("data.val_fraction=1.5", "a number in (0, 1)"),
+        ("data.crop_scale=[2.0,1.0]", "two numbers [low, high], each in (0, 1], low <= high"),
+        ("data.crop_scale=[0.9,0.2]", "two numbers [low, high], each in (0, 1], low <= high"),
+        ("data.max_bad_fraction=2", "a number in [0, 1]"),
+        ("data.color_jitter=1.5", "a number in [0, 1]"),
+        (
+            "+trainer.limit_train_batches=1.5",
+            "an integer >= 0 (batches) or a number in [0, 1] (a fraction of them)",
+        ),
+        ("scheduler.min_lr_ratio=-0.1", "a number in [0, 1]"),
+        ("model.label_smoothing=1", "a number in [0, 1)"),
+    ],
+)
+def test_values_out_of_range_are_one_line_before_any_data_is_read(tmp_path, override, expected):
+    # The dataset folder does not exist: had anything read data first, the error would say so instead.
+    cfg = compose_train_config(
+        [*FAST_ANY_DATA, "data=cat_breeds", f"data.root={tmp_path}/none", override, "print_config=false"],
+        tmp_path / "run",
+    )
+    key = override.split("=")[0].lstrip("+")
+    with pytest.raises(UserError) as error:
+        train(cfg)
+    assert str(error.value).startswith(f"{key}=")
+    assert str(error.value).endswith(f"is not a valid value: expected {expected}")
+    assert not (tmp_path / "run").exists()
+
+
+def test_fractions_that_leave_nothing_to_train_on(tmp_path):
+    cfg = compose_train_config(
+        [
+            *FAST_ANY_DATA,
+            "data=folder",
+            f"data.root={tmp_path}",
+            "data.val_fraction=0.5",
+            "data.test_fraction=0.5",
+        ],
+        tmp_path / "run",
+    )
+    with pytest.raises(
+        UserError, match=r"^data.val_fraction \+ data.test_fraction = 1 leaves no images to train on"
+    ):
+        train(cfg)
+
+
+def numeric_keys(node, prefix="") -> set[str]:
+    keys = set()
+    for key, value in node.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            keys |= numeric_keys(value, f"{name}.")
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            keys.add(name)
+        elif isinstance(value, list) and value and all(isinstance(v, int | float) for v in value):
+            keys.add(name)
+    return keys
+
+
+# Numbers that any value fits, or that Lightning checks itself in one line.
+NO_RANGE_NEEDED = {"data.seed", "data.synthetic.seed", "trainer.devices"}
+
+
+def test_every_number_in_the_configs_has_a_range():
+    configs = [
+        compose_train_config([f"{group}={choice.stem}", *extra])
+        for group, extra in [
+            ("data", []),
+            ("optimizer", []),
+            ("scheduler", []),
+            ("trainer", []),
+            ("debug", ["data=folder"]),
+        ]
+        for choice in sorted((CONFIG_DIR / group).glob("*.yaml"))
+    ]
+    keys = set().union(*(numeric_keys(OmegaConf.to_container(cfg, resolve=False)) for cfg in configs))
+    keys = {key for key in keys if not key.startswith(("hydra.", "paths.", "hparams_search."))}
+    assert keys - set(RANGES) - NO_RANGE_NEEDED == set()
+
+
+@pytest.mark.slow
+def test_a_value_out_of_range_on_the_command_line(tmp_path):
+    result = run_cli(*SMOKE, "data.batch_size=0", f"hydra.run.dir={tmp_path}/run")
+    assert_one_line_error(result, "error: data.batch_size=0 is not a valid value: expected an integer >= 1")
+    assert not (tmp_path / "run" / "checkpoints").exists()

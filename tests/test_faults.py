@@ -1,16 +1,23 @@
-"""Preemption at any moment: kill training with SIGKILL at distinct points, restart it, and check nothing is lost."""
+"""Preemption at any moment (SIGKILL at distinct points, restart, nothing lost), and damaged or shared run folders."""
 
 import json
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import FAST
+from conftest import FAST, compose_train_config
 from faults import POINTS
+from test_errors import assert_one_line_error
+from test_train import run_cli
+
+from cats_model.run_folder import hold
+from cats_model.train import train
 
 EPOCHS = 3
 # The epoch that last.ckpt holds right after a kill at each point (the kill comes in epoch 1 of 0..2).
@@ -66,3 +73,125 @@ def test_killed_training_resumes_and_finishes(tmp_path, point):
         assert metrics["resumed_from"] is None  # killed before any checkpoint: starts over, nothing to lose
     else:
         assert metrics["resumed_from"] == str(last)
+
+
+# Damaged or shared run folders: each test damages its own copy of one trained run (2 epochs).
+def train_in(run_dir: Path, *overrides: str) -> dict:
+    return train(compose_train_config([*FAST, "print_config=false", *overrides], run_dir))
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory) -> Path:
+    run_dir = tmp_path_factory.mktemp("trained") / "run"
+    train_in(run_dir, "trainer.max_epochs=2")
+    return run_dir
+
+
+def copy_of(run_dir: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / "copy"
+    shutil.copytree(run_dir, copy)
+    return copy
+
+
+def best_checkpoints(run_dir: Path) -> list[Path]:
+    return sorted((run_dir / "checkpoints").glob("best-*.ckpt"))
+
+
+@pytest.mark.slow
+def test_a_copied_run_folder_tests_on_its_own_best_checkpoint(trained_run, tmp_path):
+    copy = copy_of(trained_run, tmp_path)
+    before = {path: path.stat().st_mtime_ns for path in trained_run.rglob("*")}
+    metrics = train_in(copy, "trainer.max_epochs=2")
+    assert metrics["best_model_path"] == str(best_checkpoints(copy)[0])
+    assert {
+        path: path.stat().st_mtime_ns for path in trained_run.rglob("*")
+    } == before  # the original untouched
+
+
+@pytest.mark.slow
+def test_a_deleted_best_checkpoint_falls_back_to_the_last_weights(trained_run, tmp_path, caplog):
+    copy = copy_of(trained_run, tmp_path)
+    (best,) = best_checkpoints(copy)
+    best.unlink()
+    metrics = train_in(copy, "trainer.max_epochs=2")  # nothing left to train: only the test runs
+    assert f"checkpoint {best} is gone: forgotten" in caplog.text
+    assert metrics["best_model_path"] is None and metrics["val/acc_best"] is None
+    assert metrics["test/acc"] is not None and metrics["resumed_from"] == str(
+        copy / "checkpoints" / "last.ckpt"
+    )
+
+    more = train_in(copy, "trainer.max_epochs=3")  # the next validation saves a new best
+    assert more["best_model_path"] == str(best_checkpoints(copy)[0]) and more["val/acc_best"] is not None
+
+
+@pytest.mark.slow
+def test_a_damaged_last_checkpoint_resumes_from_the_one_before(trained_run, tmp_path, caplog):
+    copy = copy_of(trained_run, tmp_path)
+    checkpoints = copy / "checkpoints"
+    last, previous = checkpoints / "last.ckpt", checkpoints / "last-previous.ckpt"
+    assert torch.load(previous, weights_only=True)["epoch"] == 0  # kept when epoch 1 replaced it
+    damaged = last.read_bytes()[: last.stat().st_size // 2]
+    last.write_bytes(damaged)
+    metrics = train_in(copy, "trainer.max_epochs=3")
+    assert f"{last} is unreadable, truncated or not a checkpoint" in caplog.text
+    assert metrics["resumed_from"] == str(previous) and metrics["epoch"] == 3
+    assert (checkpoints / "last.ckpt.damaged").read_bytes() == damaged  # kept for a look, never resumed from
+    assert torch.load(last, weights_only=True)["epoch"] == 2
+    assert torch.load(previous, weights_only=True)["epoch"] == 1
+
+
+@pytest.mark.slow
+def test_no_good_last_checkpoint_is_one_line_and_resume_false_starts_over(trained_run, tmp_path):
+    copy = copy_of(trained_run, tmp_path)
+    checkpoints = copy / "checkpoints"
+    (checkpoints / "last.ckpt").write_bytes(b"garbage")
+    (checkpoints / "last-previous.ckpt").write_bytes(b"")
+    old = {path.name: path.read_bytes() for path in checkpoints.iterdir()}
+    result = run_cli(*FAST, "trainer.max_epochs=3", f"hydra.run.dir={copy}")
+    assert_one_line_error(
+        result,
+        f"error: cannot resume: {checkpoints}/last.ckpt is unreadable, truncated or not a checkpoint",
+        f"{checkpoints}/last-previous.ckpt is unreadable",
+        "start over with resume=false (which keeps the old checkpoints in checkpoints.old-<time>/)",
+    )
+    assert {path.name: path.read_bytes() for path in checkpoints.iterdir()} == old  # nothing moved or changed
+
+    metrics = train_in(copy, "trainer.max_epochs=1", "resume=false")
+    assert metrics["resumed_from"] is None and metrics["epoch"] == 1
+    (aside,) = copy.glob("checkpoints.old-*")
+    assert {path.name: path.read_bytes() for path in aside.iterdir()} == old  # moved aside whole, not deleted
+    assert [p.name for p in best_checkpoints(copy)] == [
+        Path(metrics["best_model_path"]).name
+    ]  # one best only
+    assert sorted(p.name for p in checkpoints.glob("last*")) == ["last.ckpt"]
+
+
+@pytest.mark.slow
+def test_a_run_folder_is_used_by_one_training_at_a_time(tmp_path):
+    run_dir = tmp_path / "run"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from pathlib import Path; from cats_model.run_folder import hold\n"
+         "with hold(Path(sys.argv[1])):\n    print('held', flush=True); time.sleep(600)", str(run_dir)],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline() == "held\n"
+        result = run_cli(*FAST, f"hydra.run.dir={run_dir}")
+        assert_one_line_error(
+            result,
+            f"error: {run_dir} is in use by another training (pid {holder.pid} on {socket.gethostname()} since ",
+        )
+        assert not (run_dir / "checkpoints").exists() and not (run_dir / "csv").exists()
+    finally:
+        holder.kill()  # SIGKILL: the kernel releases its lock
+        holder.wait()
+    with hold(run_dir):  # free again: a killed holder leaves no stale lock
+        pass
+
+
+@pytest.mark.slow
+def test_a_multi_process_run_is_not_stopped_by_its_own_lock(tmp_path):
+    # DDP relaunches the training command for rank 1 into the same folder: only rank 0 holds the folder.
+    result = run_cli(*FAST, "trainer.devices=2", "+trainer.strategy=ddp", f"hydra.run.dir={tmp_path / 'run'}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["epoch"] == 1

@@ -18,7 +18,11 @@ from cats_model.data.batch_augment import (
 )
 from cats_model.data.cache import load_or_build
 from cats_model.data.dataset import CachedImageDataset, ImageDataset, already_batched
-from cats_model.data.images import find_unreadable
+from cats_model.data.images import (
+    IMAGE_EXTENSIONS,  # noqa: F401  (predict imports it from here)
+    find_unreadable,
+    list_images,
+)
 from cats_model.data.oxford import CAT, DOG, OxfordPet, PetRecord
 from cats_model.data.splits import Sample, stratified_split
 from cats_model.data.synthetic import SyntheticSpec, ensure_synthetic
@@ -28,7 +32,6 @@ from cats_model.system import default_num_workers
 
 log = logging.getLogger(__name__)
 PIPELINES = ("cached", "jpeg")
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
 
 @dataclass
@@ -81,17 +84,21 @@ class ImageDataModule(L.LightningDataModule):
         self.bad_images: dict[str, str] = {}  # unreadable files, skipped: {path: reason}
 
     def find_splits(self) -> Splits:
+        """The splits of the readable images: subclasses pass the files they find through `readable()`."""
         raise NotImplementedError
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits is None:
+            self.bad_images = {}
             splits = self.find_splits()
+            self.refuse_too_many_unreadable(len(splits.paths()) + len(self.bad_images))
             for name in ("train", "val", "test"):
                 if not getattr(splits, name):
                     raise UserError(
                         f"the {name} split of {self.root} is empty: the dataset is too small or malformed"
                     )
-            self.splits = self.without_unreadable(splits)
+            refuse_absent_classes(splits, self.root)
+            self.splits = splits
             if self.pipeline == "cached":
                 self.build_cache()
             log.info(
@@ -99,25 +106,22 @@ class ImageDataModule(L.LightningDataModule):
                 len(splits.classes), len(self.splits.train), len(self.splits.val), len(self.splits.test), self.root,
             )  # fmt: skip
 
-    def without_unreadable(self, splits: Splits) -> Splits:
-        """Skip the files that cannot be decoded, list them, and refuse a dataset with too many of them."""
-        paths = splits.paths()
-        self.bad_images = find_unreadable(paths)
-        if not self.bad_images:
-            return splits
-        for path, reason in self.bad_images.items():
+    def readable(self, samples: list[Sample]) -> list[Sample]:
+        """`samples` without the files that cannot be decoded, which are logged and listed in `bad_images`.
+        Split after this, so that a broken file never takes the place of a good one in val or test."""
+        bad = find_unreadable(sorted({path for path, _ in samples}))
+        for path, reason in bad.items():
             log.warning("skipping unreadable image %s (%s)", path, reason)
-        if len(self.bad_images) > self.max_bad_fraction * len(paths):
+        self.bad_images.update(bad)
+        return [sample for sample in samples if sample[0] not in bad]
+
+    def refuse_too_many_unreadable(self, total: int) -> None:
+        if len(self.bad_images) > self.max_bad_fraction * total:
             example, reason = next(iter(self.bad_images.items()))
             raise UserError(
-                f"{len(self.bad_images)} of {len(paths)} images under {self.root} are unreadable, more than "
+                f"{len(self.bad_images)} of {total} images under {self.root} are unreadable, more than "
                 f"data.max_bad_fraction={self.max_bad_fraction} (e.g. {example}: {reason}); repair or remove them"
             )
-
-        def keep(part):
-            return [sample for sample in part if sample[0] not in self.bad_images]
-
-        return Splits(splits.classes, keep(splits.train), keep(splits.val), keep(splits.test))
 
     def build_cache(self) -> None:
         paths = self.splits.paths()
@@ -236,8 +240,8 @@ class OxfordPetDataModule(ImageDataModule):
                 )
             return present
 
-        train, val = self.carve_val(existing(trainval))
-        return Splits(classes, train, val, existing(test))
+        train, val = self.carve_val(self.readable(existing(trainval)))
+        return Splits(classes, train, val, self.readable(existing(test)))
 
 
 class CatBreedsDataModule(OxfordPetDataModule):
@@ -259,8 +263,6 @@ class CatVsOtherDataModule(OxfordPetDataModule):
 
     def __init__(self, *args, other_per_cat: float = 1.0, **kwargs):
         super().__init__(*args, **kwargs)
-        if other_per_cat <= 0:
-            raise UserError(f"data.other_per_cat must be positive, got {other_per_cat}")
         self.other_per_cat = other_per_cat
 
     def label(self, trainval, test):
@@ -283,10 +285,8 @@ class FolderDataModule(ImageDataModule):
 
     def find_splits(self) -> Splits:
         folders = sorted(p for p in self.root.iterdir() if p.is_dir()) if self.root.is_dir() else []
-        files = {
-            folder.name: sorted(str(f) for f in folder.rglob("*") if f.suffix.lower() in IMAGE_EXTENSIONS)
-            for folder in folders
-        }
+        refuse_overlapping(self.root, folders)
+        files = {folder.name: list_images(folder) for folder in folders}
         classes = [name for name, paths in files.items() if paths]
         if len(classes) < 2:
             raise UserError(
@@ -294,5 +294,38 @@ class FolderDataModule(ImageDataModule):
             )
         samples = [(path, label) for label, name in enumerate(classes) for path in files[name]]
         fractions = (1 - self.val_fraction - self.test_fraction, self.val_fraction, self.test_fraction)
-        train, val, test = stratified_split(samples, fractions, self.seed)
+        train, val, test = stratified_split(self.readable(samples), fractions, self.seed)
         return Splits(classes, train, val, test)
+
+
+def refuse_absent_classes(splits: Splits, root: Path) -> None:
+    """Every class must be in every split: a class missing from the test split would score as perfect in the
+    macro averages, one missing from validation would never count in the choice of the best epoch."""
+    for name in ("train", "val", "test"):
+        present = {label for _, label in getattr(splits, name)}
+        absent = [c for i, c in enumerate(splits.classes) if i not in present]
+        if absent:
+            raise UserError(
+                f"{len(absent)} class(es) under {root} have no image in the {name} split ({', '.join(absent[:5])}): "
+                f"a class needs at least 3 readable images, one per split; add images or remove the class"
+            )
+
+
+def refuse_overlapping(root: Path, folders: list[Path]) -> None:
+    """Refuse class folders that hold the same images twice: a link back to the root (or above it), or two
+    folders, one inside (or a link to) the other. Their images would count in two classes at once."""
+    resolved = {folder: folder.resolve() for folder in folders}
+    top = root.resolve()
+    for folder, real in resolved.items():
+        if top.is_relative_to(real):
+            raise UserError(
+                f"class folder {folder} is a link to {real}, which holds the dataset itself: every image would "
+                f"also count in class {folder.name!r}; remove the link"
+            )
+    for folder, real in resolved.items():
+        for other, other_real in resolved.items():
+            if other != folder and real.is_relative_to(other_real):
+                raise UserError(
+                    f"class folders {folder} and {other} hold the same images ({real}): each image would count "
+                    f"in two classes; remove the link or copy the images"
+                )

@@ -1,0 +1,97 @@
+"""A run folder's life across processes: one training at a time, resume from the newest good checkpoint, and
+`resume=false` that moves the earlier checkpoints aside instead of deleting or mixing them."""
+
+import contextlib
+import logging
+import os
+import socket
+import time
+from pathlib import Path
+
+from lightning.pytorch.utilities import rank_zero_only
+
+from cats_model.callbacks import previous_checkpoint
+from cats_model.checkpoint import resume_problem
+from cats_model.errors import UserError
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks
+    fcntl = None
+
+log = logging.getLogger(__name__)
+LOCK_FILE = ".lock"
+
+
+@contextlib.contextmanager
+def hold(folder: Path):
+    """Use `folder` alone while the block runs, or raise a UserError naming the process that uses it.
+
+    An OS lock on `<folder>/.lock`: the kernel releases it when the holder ends in any way (SIGKILL and
+    preemption included), so it is never stale. The other ranks of a multi-GPU run, relaunched by Lightning
+    into the same folder, do not take it."""
+    if fcntl is None or rank_zero_only.rank != 0:
+        yield
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / LOCK_FILE, "a+") as file:
+        try:
+            fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            file.seek(0)
+            holder = file.read().strip() or "a process that has not said which"
+            raise UserError(
+                f"{folder} is in use by another training ({holder}): wait for it to end, or train in another "
+                f"folder (run_name=... or hydra.run.dir=...)"
+            ) from None
+        except OSError as err:  # a filesystem without locks
+            log.warning("cannot lock %s (%s): make sure no other training uses it", folder, err)
+        file.truncate(0)
+        file.write(
+            f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n"
+        )
+        file.flush()
+        yield  # closing the file releases the lock
+
+
+def set_aside_checkpoints(checkpoint_dir: Path) -> Path | None:
+    """Start over: move the earlier checkpoints to `checkpoints.old-<time>/` beside the folder, never delete."""
+    if rank_zero_only.rank != 0 or not checkpoint_dir.is_dir() or not any(checkpoint_dir.iterdir()):
+        return None
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    aside = checkpoint_dir.with_name(f"{checkpoint_dir.name}.old-{stamp}")
+    for n in range(2, 1000):
+        if not aside.exists():
+            break
+        aside = checkpoint_dir.with_name(f"{checkpoint_dir.name}.old-{stamp}-{n}")
+    checkpoint_dir.rename(aside)
+    log.warning("resume=false: the earlier checkpoints were moved to %s", aside)
+    return aside
+
+
+def resume_checkpoint(last: Path) -> Path | None:
+    """The checkpoint to resume from: `last`, or when it is damaged or missing, the one written before it
+    (with a warning; the damaged file is kept beside as `<name>.damaged`); None when there is neither.
+
+    Temporary files of a write cut short by a kill are removed: the checkpoint they were to replace is intact."""
+    for leftover in last.parent.glob(".*.tmp"):
+        leftover.unlink()
+    previous = previous_checkpoint(last)
+    problems, chosen = {}, None  # problems: {path: what is wrong with it}
+    for path in (path for path in (last, previous) if path.is_file()):
+        problems[path] = resume_problem(path)
+        if problems[path] is None:
+            chosen = path
+            break
+    if chosen is None and problems:
+        raise UserError(
+            f"cannot resume: {'; '.join(f'{path} is {problem}' for path, problem in problems.items())}; move "
+            f"them away, or start over with resume=false (which keeps the old checkpoints in "
+            f"{last.parent.name}.old-<time>/)"
+        )
+    if chosen == previous:
+        why = f"{last} is {problems[last]}" if last in problems else f"{last} is missing"
+        if last.is_file() and rank_zero_only.rank == 0:  # kept for a look, never resumed from again
+            last.rename(last.with_name(last.name + ".damaged"))
+        log.warning("%s: resuming from %s, one epoch earlier", why, previous)
+    return chosen
