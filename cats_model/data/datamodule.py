@@ -18,7 +18,7 @@ from cats_model.data.batch_augment import (
 )
 from cats_model.data.cache import load_or_build
 from cats_model.data.dataset import CachedImageDataset, ImageDataset, already_batched
-from cats_model.data.images import find_unreadable
+from cats_model.data.images import IMAGE_EXTENSIONS, find_unreadable
 from cats_model.data.oxford import CAT, DOG, OxfordPet, PetRecord
 from cats_model.data.splits import Sample, stratified_split
 from cats_model.data.synthetic import SyntheticSpec, ensure_synthetic
@@ -28,7 +28,6 @@ from cats_model.system import default_num_workers
 
 log = logging.getLogger(__name__)
 PIPELINES = ("cached", "jpeg")
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
 
 @dataclass

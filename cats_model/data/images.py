@@ -6,6 +6,8 @@ from PIL import Image, ImageOps
 
 from cats_model.system import available_cpus
 
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
 
 def load_rgb(path: str, min_side: int | None = None) -> Image.Image:
     """Decode an image as upright RGB, whatever its mode (CMYK, palette, greyscale, alpha) or EXIF orientation.
