@@ -21,6 +21,7 @@ from PIL import Image, UnidentifiedImageError
 from cats_model.data.images import IMAGE_EXTENSIONS, load_rgb
 from cats_model.data.transforms import EVAL_CROP_RATIO, eval_transform
 from cats_model.errors import UserError
+from cats_model.system import available_cpus
 
 IMAGE_SIZES = range(16, 2049)  # pixels a side that a model may ask for; outside is a crafted or broken file
 MAX_CLASSES = 100_000
@@ -194,14 +195,18 @@ def resolve_device(name: str | None) -> torch.device:
 
 
 def load_model(path: str | Path, device: str | None = None, threads: int | None = None) -> Model:
-    """A checkpoint (`.ckpt`, on `device`) or an exported `.onnx` with its sidecar (on the CPU)."""
-    path = Path(path)
+    """A checkpoint (`.ckpt`, on `device`) or an exported `.onnx` with its sidecar (on the CPU).
+
+    CPU work uses `threads` threads, by default the CPUs this process may use: PyTorch alone would count the
+    host's cores, too many in a container with a CPU quota (PyTorch's setting is process-wide)."""
+    path, threads = Path(path), threads or available_cpus()
     if path.suffix.lower() == ".onnx":
         if device not in (None, "auto", "cpu"):
             raise UserError(
                 f"--device {printable(device)}: ONNX models run on the CPU here; use a checkpoint for a GPU"
             )
         return OnnxModel.from_export(path, threads)
+    torch.set_num_threads(threads)
     return TorchModel(path, resolve_device(device))
 
 

@@ -35,8 +35,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def options_from(args: argparse.Namespace) -> ServeOptions:
-    for name in ("max_batch_size", "max_files", "max_megabytes"):
-        if getattr(args, name) <= 0:
+    for name in ("max_batch_size", "max_files", "max_megabytes", "threads"):
+        if getattr(args, name) is not None and getattr(args, name) <= 0:
             raise UserError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
     if args.max_wait_ms < 0:
         raise UserError(f"--max-wait-ms must be 0 or more, got {args.max_wait_ms}")
@@ -50,7 +50,8 @@ def main(argv: list[str] | None = None) -> None:
 
     args = parse_args(argv)
     with exit_on_user_error(exit_code=1):
-        app = create_app(load_model(args.model, args.device), options_from(args))
+        options = options_from(args)
+        app = create_app(load_model(args.model, args.device, args.threads), options)
     print(f"serving {args.model} at http://{args.host}:{args.port}/", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
 
