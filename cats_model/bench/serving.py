@@ -6,6 +6,7 @@ each, side by side, and the mean batch the server formed (from /health).
 """
 
 import argparse
+import http.client
 import json
 import os
 import socket
@@ -16,6 +17,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import numpy as np
@@ -63,29 +65,39 @@ def running_server(model: str | Path, *options: str, timeout: float = 120.0):
             process.wait()
 
 
-def multipart(path: str) -> tuple[bytes, str]:
-    """One photo as a multipart body (built once, so that the clients measure the server, not encoding)."""
-    request = httpx.Request(
-        "POST", "http://x/predict", files={"file": (Path(path).name, Path(path).read_bytes())}
-    )
+def multipart_body(name: str, data: bytes) -> tuple[bytes, str]:
+    """(body, content type) of a request holding one file."""
+    request = httpx.Request("POST", "http://x/predict", files={"file": (name, data)})
     return request.read(), request.headers["content-type"]
 
 
+def multipart(path: str) -> tuple[bytes, str]:
+    """One photo as a multipart body (built once, so that the clients measure the server, not encoding)."""
+    return multipart_body(Path(path).name, Path(path).read_bytes())
+
+
 def send(url: str, bodies: list[tuple[bytes, str]], clients: int) -> dict:
-    """POST each body to /predict from `clients` threads at once, each with its own keep-alive connection."""
-    local = threading.local()
+    """POST each body to /predict from `clients` threads at once, each on its own keep-alive connection (plain
+    http.client: the load generator shares the machine's CPUs with the server, so it should cost little)."""
+    address = urlsplit(url)
+    local, connections = threading.local(), []
 
     def post(body: tuple[bytes, str]):
-        if not hasattr(local, "client"):
-            local.client = httpx.Client(timeout=120)
+        if not hasattr(local, "connection"):
+            local.connection = http.client.HTTPConnection(address.hostname, address.port, timeout=120)
+            connections.append(local.connection)
         start = time.perf_counter()
-        response = local.client.post(f"{url}/predict", content=body[0], headers={"content-type": body[1]})
-        return response.status_code, response.json(), time.perf_counter() - start
+        local.connection.request("POST", "/predict", body=body[0], headers={"content-type": body[1]})
+        response = local.connection.getresponse()
+        answer = json.loads(response.read())
+        return response.status, answer, time.perf_counter() - start
 
     started = time.perf_counter()
     with ThreadPoolExecutor(clients) as pool:
         answers = list(pool.map(post, bodies))
     seconds = time.perf_counter() - started
+    for connection in connections:
+        connection.close()
     latencies = np.array([latency for _, _, latency in answers]) * 1000
     return {
         "answers": [(status, answer) for status, answer, _ in answers],

@@ -24,6 +24,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--device", default="auto", help="auto (a GPU when there is one), cpu, cuda, cuda:1 ..."
     )
     parser.add_argument(
+        "--threads", type=int, help="CPU threads for the model (default: the CPUs this process may use)"
+    )
+    parser.add_argument(
         "--max-batch-size", type=int, default=DEFAULTS.max_batch_size, help="images per forward pass"
     )
     parser.add_argument(

@@ -22,7 +22,11 @@ function newCard(file) {
   const thumb = card.querySelector(".thumb");
   thumb.src = URL.createObjectURL(file);
   thumb.alt = `photo ${file.name || "pasted"}`;
-  thumb.onerror = () => { thumb.removeAttribute("src"); };
+  thumb.onerror = () => { // not an image the browser can show either: an empty frame, no broken-image icon
+    const frame = document.createElement("div");
+    frame.className = "thumb missing";
+    thumb.replaceWith(frame);
+  };
   $("results").prepend(card);
   return card;
 }
