@@ -58,10 +58,11 @@ class Server:
     @modal.enter()
     def load(self):
         from cats_model.inference import load_model
+        from cats_model.serve.app import model_threads
         from cats_model.serve.runs import served_checkpoint
 
         self.checkpoint = served_checkpoint(run)
-        self.model = load_model(self.checkpoint)
+        self.model = load_model(self.checkpoint, threads=model_threads())
         print(f"serving {self.checkpoint} ({self.model.info.backbone})", flush=True)
 
     @modal.asgi_app()

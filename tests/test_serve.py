@@ -159,20 +159,28 @@ def test_the_batcher_runs_items_that_arrive_together_as_one_batch():
             raise ValueError("bad item")
         return [2 * item for item in items]
 
+    async def prepared(batcher, item, seconds):
+        with batcher.coming():
+            await asyncio.sleep(seconds)  # being decoded
+        return await batcher(item)
+
     async def scenario():
-        batcher = Batcher(double, max_batch_size=4, max_wait_ms=20)
+        batcher = Batcher(double, max_batch_size=4, max_wait_ms=500)
         await batcher.start()
-        results = await asyncio.gather(*(batcher(i) for i in range(10)))
+        together = await asyncio.gather(*(batcher(i) for i in range(10)))
+        alone = await batcher(7)  # nothing else on its way: no waiting for company
+        on_the_way = await asyncio.gather(prepared(batcher, 1, 0), prepared(batcher, 2, 0.05))
         failed = await asyncio.gather(batcher("bad"), batcher("ok"), return_exceptions=True)
         after = await batcher(21)
         await batcher.stop()
-        return results, failed, after, batcher
+        return together, alone, on_the_way, failed, after, batcher
 
-    results, failed, after, batcher = asyncio.run(scenario())
-    assert results == [2 * i for i in range(10)]
-    assert [len(c) for c in calls[:3]] == [4, 4, 2]  # at most max_batch_size at a time, in arrival order
+    together, alone, on_the_way, failed, after, batcher = asyncio.run(scenario())
+    assert together == [2 * i for i in range(10)] and alone == 14 and on_the_way == [2, 4] and after == 42
+    # at most max_batch_size at a time, in arrival order; an item being prepared is waited for
+    assert calls[:5] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9], [7], [1, 2]]
     assert isinstance(failed[0], ValueError) and isinstance(failed[1], ValueError)  # one batch, one error
-    assert after == 42 and (batcher.batches, batcher.images) == (5, 13)
+    assert (batcher.batches, batcher.images) == (7, 16)
 
 
 @pytest.fixture(scope="module")

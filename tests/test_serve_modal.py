@@ -86,6 +86,7 @@ def test_the_server_class_matches_modal_yml(serve_app, declared):
     assert not service._source_info_.is_serialized()  # imported by name in the container, not pickled
 
 
+@pytest.mark.slow
 def test_the_class_serves_the_latest_finished_run_offline(serve_app, declared, outputs):
     app = serve_app.Server().web.local()  # runs @modal.enter (loads the checkpoint), then builds the app
     checkpoint = best_checkpoint(outputs / "runs" / "r1")
@@ -104,6 +105,7 @@ def test_the_class_serves_the_latest_finished_run_offline(serve_app, declared, o
         assert [p["label"] for p in result["predictions"]] == [p["label"] for p in row["predictions"]]
 
 
+@pytest.mark.slow
 def test_the_run_can_be_named_without_editing_files(monkeypatch, outputs, capsys):
     monkeypatch.setenv("CATS_MODEL_SERVE_RUN", "r2")
     module = load_serve_app()

@@ -8,7 +8,7 @@ import argparse
 
 from cats_model.errors import UserError, exit_on_user_error
 from cats_model.inference import load_model
-from cats_model.serve.app import ServeOptions, create_app
+from cats_model.serve.app import ServeOptions, create_app, model_threads
 
 DEFAULTS = ServeOptions()
 
@@ -24,7 +24,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--device", default="auto", help="auto (a GPU when there is one), cpu, cuda, cuda:1 ..."
     )
     parser.add_argument(
-        "--threads", type=int, help="CPU threads for the model (default: the CPUs this process may use)"
+        "--threads",
+        type=int,
+        help="CPU threads for the model (default: all but one of the CPUs this process may use)",
     )
     parser.add_argument(
         "--max-batch-size", type=int, default=DEFAULTS.max_batch_size, help="images per forward pass"
@@ -54,7 +56,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     with exit_on_user_error(exit_code=1):
         options = options_from(args)
-        app = create_app(load_model(args.model, args.device, args.threads), options)
+        app = create_app(load_model(args.model, args.device, args.threads or model_threads()), options)
     print(f"serving {args.model} at http://{args.host}:{args.port}/", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
 

@@ -20,6 +20,7 @@ from starlette.exceptions import HTTPException
 from cats_model.inference import Model, describe, image_error, read_image, sidecar_path, top_k
 from cats_model.serve.batcher import Batcher
 from cats_model.serve.body_limit import BodyLimit
+from cats_model.system import available_cpus
 
 PAGE_DIR = Path(__file__).parent / "page"
 RUN_METRICS = ("val/acc_best", "test/acc", "test/acc_macro", "test/f1", "epoch")
@@ -32,6 +33,12 @@ class ServeOptions:
     max_files: int = 16  # per request
     max_megabytes: float = 20.0  # per request, read or not
     top_k: int = 3  # when a request does not say
+
+
+def model_threads() -> int:
+    """CPU threads for the model of a server: all but one, left to the event loop and JPEG decoding (on 2 cores,
+    a 2-thread PyTorch model competing with them was slower one request at a time and under load alike)."""
+    return max(1, available_cpus() - 1)
 
 
 def known_metrics(model: Model) -> dict | None:
@@ -104,8 +111,13 @@ def create_app(model: Model, options: ServeOptions = ServeOptions()) -> FastAPI:
             )
         k = requested_top_k(request.query_params.get("top_k") or form.get("top_k"), options.top_k)
         names = [file.filename or f"file {i + 1}" for i, file in enumerate(files)]
-        images = await asyncio.gather(*(decode(file, name, model) for file, name in zip(files, names)))
-        probabilities = await asyncio.gather(*(batcher(image) for image in images))
+
+        async def classify(file: UploadFile, name: str):
+            with batcher.coming():  # a batch that starts meanwhile waits for this image (briefly)
+                image = await decode(file, name, model)
+            return await batcher(image)
+
+        probabilities = await asyncio.gather(*(classify(file, name) for file, name in zip(files, names)))
         rows = top_k(np.stack(probabilities), model.info.class_names, k)
         return {
             "model": {key: about[key] for key in ("backbone", "kind", "file")},
