@@ -60,7 +60,7 @@ def checked_info(values: dict, source: str | Path) -> ModelInfo:
     if not all(isinstance(n, str) and 0 < len(n) <= MAX_CLASS_NAME for n in names):
         refuse(f"a class name that is not text of 1 to {MAX_CLASS_NAME} characters")
     if isinstance(size, bool) or not isinstance(size, int) or size not in IMAGE_SIZES:
-        refuse(f"image_size={size!r} (expected {IMAGE_SIZES.start} to {IMAGE_SIZES.stop - 1} pixels)")
+        refuse(f"image_size={size!r:.40} (expected {IMAGE_SIZES.start} to {IMAGE_SIZES.stop - 1} pixels)")
     for key, low, high in (("mean", 0.0, 1.0), ("std", 1e-3, 1.0)):
         triple = values.get(key)
         if not (
@@ -68,9 +68,9 @@ def checked_info(values: dict, source: str | Path) -> ModelInfo:
             and len(triple) == 3
             and all(isinstance(v, int | float) and math.isfinite(v) and low <= v <= high for v in triple)
         ):
-            refuse(f"{key}={triple!r} (expected three numbers from {low} to {high})")
+            refuse(f"{key}={triple!r:.80} (expected three numbers from {low} to {high})")
     if not isinstance(values.get("backbone"), str) or len(values["backbone"]) > MAX_CLASS_NAME:
-        refuse(f"backbone={values.get('backbone')!r}")
+        refuse(f"backbone={values.get('backbone')!r:.80}")
     return ModelInfo(
         tuple(names),
         values["backbone"],

@@ -37,6 +37,16 @@ def load_serve_app():
     return module
 
 
+@pytest.fixture(autouse=True, scope="module")
+def torch_threads():
+    """Loading a model sets PyTorch's (process-wide) thread count: the tests after these get theirs back."""
+    import torch
+
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def declared() -> dict:
     return yaml.safe_load(MODAL_YML.read_text())["serve"]
@@ -84,6 +94,18 @@ def test_the_server_class_matches_modal_yml(serve_app, declared):
     assert serve_app.SERVER_OPTIONS["scaledown_window"] == declared["scaledown_window"]
     assert serve_app.run == declared["run"] == "latest"
     assert not service._source_info_.is_serialized()  # imported by name in the container, not pickled
+
+
+def test_no_serve_setting_is_written_in_the_app_file(declared):
+    source = APP_FILE.read_text()
+    for literal in (
+        declared["app_name"],
+        "cats-model-outputs",
+        '"/outputs"',
+        str(declared["concurrency"]),
+        "300",
+    ):
+        assert literal not in source, f"{literal} belongs in modal.yml only"
 
 
 @pytest.mark.slow

@@ -73,7 +73,6 @@ def create_app(model: Model, options: ServeOptions = ServeOptions()) -> FastAPI:
     app = FastAPI(title="tiny-cats-model", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.add_middleware(BodyLimit, max_bytes=int(options.max_megabytes * 2**20))
     app.mount("/page", StaticFiles(directory=PAGE_DIR), name="page")
-    app.state.batcher = batcher
 
     @app.exception_handler(HTTPException)
     async def one_sentence(request: Request, err: HTTPException) -> JSONResponse:
@@ -99,25 +98,25 @@ def create_app(model: Model, options: ServeOptions = ServeOptions()) -> FastAPI:
             raise HTTPException(
                 415, "send the images as multipart/form-data, e.g. curl -F file=@photo.jpg URL/predict"
             )
-        form = await request.form()
-        files = [value for _, value in form.multi_items() if isinstance(value, UploadFile)]
-        if not files:
-            raise HTTPException(
-                400, "the request holds no image: attach one or more files, e.g. -F file=@photo.jpg"
-            )
-        if len(files) > options.max_files:
-            raise HTTPException(
-                413, f"{len(files)} files in one request; at most {options.max_files} are allowed"
-            )
-        k = requested_top_k(request.query_params.get("top_k") or form.get("top_k"), options.top_k)
-        names = [file.filename or f"file {i + 1}" for i, file in enumerate(files)]
+        async with request.form() as form:  # its files are closed when the answer is ready
+            files = [value for _, value in form.multi_items() if isinstance(value, UploadFile)]
+            if not files:
+                raise HTTPException(
+                    400, "the request holds no image: attach one or more files, e.g. -F file=@photo.jpg"
+                )
+            if len(files) > options.max_files:
+                raise HTTPException(
+                    413, f"{len(files)} files in one request; at most {options.max_files} are allowed"
+                )
+            k = requested_top_k(request.query_params.get("top_k") or form.get("top_k"), options.top_k)
+            names = [file.filename or f"file {i + 1}" for i, file in enumerate(files)]
 
-        async def classify(file: UploadFile, name: str):
-            with batcher.coming():  # a batch that starts meanwhile waits for this image (briefly)
-                image = await decode(file, name, model)
-            return await batcher(image)
+            async def classify(file: UploadFile, name: str):
+                with batcher.coming():  # a batch that starts meanwhile waits for this image (briefly)
+                    image = await decode(file, name, model)
+                return await batcher(image)
 
-        probabilities = await asyncio.gather(*(classify(file, name) for file, name in zip(files, names)))
+            probabilities = await asyncio.gather(*(classify(f, name) for f, name in zip(files, names)))
         rows = top_k(np.stack(probabilities), model.info.class_names, k)
         return {
             "model": {key: about[key] for key in ("backbone", "kind", "file")},
