@@ -23,16 +23,6 @@ pytestmark = pytest.mark.slow  # the module trains its model (seconds)
 LIMITS = ServeOptions(max_files=4, max_megabytes=1)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def torch_threads():
-    """Loading a model sets PyTorch's (process-wide) thread count: the tests after these get theirs back."""
-    import torch
-
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> tuple[str, list[str]]:
     """A tiny model (FAST) and some photos of its synthetic dataset."""

@@ -37,16 +37,6 @@ def load_serve_app():
     return module
 
 
-@pytest.fixture(autouse=True, scope="module")
-def torch_threads():
-    """Loading a model sets PyTorch's (process-wide) thread count: the tests after these get theirs back."""
-    import torch
-
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def declared() -> dict:
     return yaml.safe_load(MODAL_YML.read_text())["serve"]

@@ -21,16 +21,6 @@ from cats_model.train import train
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(autouse=True, scope="module")
-def torch_threads():
-    """Loading a model sets PyTorch's (process-wide) thread count: the tests after these get theirs back."""
-    import torch
-
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A model trained on the default synthetic data (about 15 s on 2 cores) by the CLI, so that its run folder
