@@ -22,7 +22,9 @@ from cats_model.system import available_cpus, default_num_workers
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m cats_model.bench", description=cats_model.bench.__doc__.split("\n")[0]
+        prog="python -m cats_model.bench",
+        description=cats_model.bench.__doc__.split("\n")[0],
+        epilog="Other sections: `python -m cats_model.bench inference CKPT` and `... serve MODEL` (each with --help).",
     )
     parser.add_argument(
         "--root", type=Path, help="an Oxford-IIIT Pet tree (default: a synthetic one with photo-sized JPEGs)"
