@@ -1,67 +1,98 @@
-"""Export a checkpoint to ONNX: `python -m cats_model.export CKPT --out model.onnx`.
+"""Export a checkpoint to ONNX: `python -m cats_model.export CKPT --out model.onnx [--int8]`.
 
-Writes the model (dynamic batch axis) and a sidecar JSON with the pre-processing (class names, image size,
-mean, std), but only after onnxruntime reproduces PyTorch's logits: a failure writes nothing.
+Writes the model (dynamic batch axis) and a sidecar JSON (class names, image size, mean, std, the file's
+sha256), but only after onnxruntime reproduces PyTorch's logits; with --int8, only after the quantized model
+passes the accuracy guard (see cats_model.quantize). A failure writes nothing.
 """
 
 import argparse
 import json
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from cats_model.atomic import atomic_path, atomic_write_text
-from cats_model.checkpoint import load_classifier
-from cats_model.data.transforms import EVAL_CROP_RATIO
 from cats_model.errors import UserError, exit_on_user_error
+from cats_model.inference import (
+    ONNX_INPUT,
+    ONNX_OUTPUT,
+    TorchModel,
+    file_sha256,
+    resize_side,
+    sidecar_path,
+)
+from cats_model.quantize import Int8Options, guard_sets, quantize
 
 TOLERANCE = 1e-4
 
 
-def preprocessing(model) -> dict:
-    hp = model.hparams
+def preprocessing(model: TorchModel) -> dict:
+    info = model.info
     return {
-        "class_names": model.class_names,
-        "backbone": hp.backbone,
-        "image_size": hp.image_size,
-        "resize": round(hp.image_size / EVAL_CROP_RATIO),
+        **info.as_dict(),
+        "resize": resize_side(info),
         "crop": "center",
-        "mean": list(hp.mean),
-        "std": list(hp.std),
         "input": "float32 RGB, NCHW, scaled to [0, 1], then (x - mean) / std",
         "output": "logits, one per class name",
     }
 
 
-def export(checkpoint: str, out: str | Path, opset: int = 18) -> dict:
-    """Write `out` (.onnx) and `out` with .json; return the parity report."""
+def check_out(out: Path) -> Path:
+    if out.suffix.lower() != ".onnx":
+        raise UserError(f"--out {out}: name a .onnx file (its .json is written beside it)")
+    if out.is_dir() or sidecar_path(out).is_dir():
+        raise UserError(f"--out {out}: a folder is in the way; name a .onnx file to write")
+    return out
+
+
+def export_fp32(model: TorchModel, target: Path, opset: int) -> float:
+    """Write the fp32 ONNX of `model` to `target`; return the largest logit difference to PyTorch."""
     import onnxruntime
 
-    out = Path(out)
-    model = load_classifier(checkpoint).float()
-    size = model.hparams.image_size
-    with atomic_path(out) as tmp:
-        batch = torch.export.Dim("batch", min=1, max=4096)
-        torch.onnx.export(
-            model, (torch.randn(2, 3, size, size),), str(tmp), input_names=["image"], output_names=["logits"],
-            dynamic_shapes=({0: batch},), opset_version=opset, dynamo=True,
-            external_data=False,  # one self-contained file, so that the atomic rename moves everything
-        )  # fmt: skip
-        session = onnxruntime.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
-        worst = 0.0
-        for batch in (1, 5):  # two sizes: the batch axis really is dynamic
-            images = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(batch))
-            with torch.no_grad():
-                expected = model(images).numpy()
-            (actual,) = session.run(None, {"image": images.numpy()})
-            worst = max(worst, float(np.abs(actual - expected).max()))
-        if not worst <= TOLERANCE:
-            raise UserError(
-                f"ONNX parity check failed: logits differ from PyTorch by up to {worst:.2e} (> {TOLERANCE}); nothing written"
-            )
-        atomic_write_text(out.with_suffix(".json"), json.dumps(preprocessing(model), indent=2) + "\n")
-    return {"onnx": str(out), "preprocessing": str(out.with_suffix(".json")), "max_abs_logit_diff": worst}
+    module, size = model.module.cpu(), model.info.image_size
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    torch.onnx.export(
+        module, (torch.randn(2, 3, size, size),), str(target), input_names=[ONNX_INPUT], output_names=[ONNX_OUTPUT],
+        dynamic_shapes=({0: batch},), opset_version=opset, dynamo=True,
+        external_data=False,  # one self-contained file, so that the atomic rename moves everything
+    )  # fmt: skip
+    session = onnxruntime.InferenceSession(str(target), providers=["CPUExecutionProvider"])
+    worst = 0.0
+    for count in (1, 5):  # two sizes: the batch axis really is dynamic
+        images = torch.randn(count, 3, size, size, generator=torch.Generator().manual_seed(count))
+        with torch.no_grad():
+            expected = module(images).numpy()
+        (actual,) = session.run(None, {ONNX_INPUT: images.numpy()})
+        worst = max(worst, float(np.abs(actual - expected).max()))
+    if not worst <= TOLERANCE:
+        raise UserError(
+            f"ONNX parity check failed: logits differ from PyTorch by up to {worst:.2e} (> {TOLERANCE}); nothing written"
+        )
+    return worst
+
+
+def export(checkpoint: str, out: str | Path, opset: int = 18, int8: Int8Options | None = None) -> dict:
+    """Write `out` (.onnx) and its .json: the fp32 model, or with `int8` the quantized one. Returns the sidecar."""
+    out = check_out(Path(out))
+    model = TorchModel(Path(checkpoint), torch.device("cpu"))
+    sets = (
+        guard_sets(model, int8) if int8 is not None else None
+    )  # a folder without images fails before the export
+    with tempfile.TemporaryDirectory() as work:
+        written = Path(work) / "fp32.onnx"
+        sidecar = {**preprocessing(model), "max_abs_logit_diff": export_fp32(model, written, opset)}
+        if int8 is not None:
+            fp32, written = written, Path(work) / "int8.onnx"
+            sidecar["int8"] = quantize(model, fp32, written, sets, int8)
+        with atomic_path(out) as tmp:
+            shutil.copyfile(written, tmp)
+        # The sidecar names the model file it describes: a stale one beside a newer model is refused on load.
+        sidecar.update(sha256=file_sha256(out), bytes=out.stat().st_size)
+        atomic_write_text(sidecar_path(out), json.dumps(sidecar, indent=2) + "\n")
+    return sidecar
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -71,12 +102,46 @@ def main(argv: list[str] | None = None) -> None:
         "--out", required=True, type=Path, help="the .onnx file to write (its .json beside it)"
     )
     parser.add_argument("--opset", type=int, default=18)
-    args = parser.parse_args(argv)
-    with exit_on_user_error(exit_code=1):
-        report = export(args.checkpoint, args.out, args.opset)
-    print(
-        f"wrote {report['onnx']} and {report['preprocessing']} (max |logit difference| {report['max_abs_logit_diff']:.1e})"
+    quant = parser.add_argument_group("int8 (static quantization, QDQ, per-channel weights)")
+    quant.add_argument(
+        "--int8", action="store_true", help="write the int8 model, if it passes the accuracy guard"
     )
+    quant.add_argument(
+        "--calibration", type=Path,
+        help="a folder of images to calibrate on (default: the training split of the run's own dataset)",
+    )  # fmt: skip
+    quant.add_argument(
+        "--eval", type=Path,
+        help="a folder of <class name>/<image> to guard accuracy on (default: the run's validation split)",
+    )  # fmt: skip
+    quant.add_argument("--calibration-images", type=int, default=300, help="how many images calibrate")
+    quant.add_argument(
+        "--min-agreement", type=float, default=0.98, help="refuse when int8 and fp32 top-1 agree less often"
+    )
+    quant.add_argument(
+        "--max-accuracy-drop",
+        type=float,
+        default=0.01,
+        help="refuse when int8 top-1 accuracy is lower by more",
+    )
+    args = parser.parse_args(argv)
+    int8 = (
+        Int8Options(
+            args.calibration, args.eval, args.calibration_images, args.min_agreement, args.max_accuracy_drop
+        )
+        if args.int8
+        else None
+    )
+    with exit_on_user_error(exit_code=1):
+        sidecar = export(args.checkpoint, args.out, args.opset, int8)
+    summary = f"max |logit difference| to PyTorch {sidecar['max_abs_logit_diff']:.1e}"
+    if "int8" in sidecar:
+        q = sidecar["int8"]
+        summary = (
+            f"int8: top-1 {q['accuracy_int8']:.4f} vs fp32 {q['accuracy_fp32']:.4f}, agreement {q['agreement']:.4f} "
+            f"on {q['eval']['images']} images; {q['fp32_bytes'] / 1e6:.1f} MB -> {q['int8_bytes'] / 1e6:.1f} MB"
+        )
+    print(f"wrote {args.out} and {sidecar_path(args.out)} ({summary})")
 
 
 if __name__ == "__main__":

@@ -36,6 +36,16 @@ def data_dir(tmp_path_factory) -> Path:
         os.environ["CATS_MODEL_DATA_DIR"] = previous
 
 
+@pytest.fixture(autouse=True, scope="module")
+def torch_threads():
+    """Loading a model for inference sets PyTorch's process-wide thread count: each module gets it back."""
+    import torch
+
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(autouse=True)
 def isolated_hydra(hydra_restore_singletons):
     """Hydra's global state (version base, config store, resolvers) is restored after every test."""

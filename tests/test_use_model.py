@@ -1,7 +1,10 @@
 """Using a trained checkpoint: predictions, ONNX export, the run's pictures, and the loggers."""
 
+import contextlib
 import csv
+import importlib
 import inspect
+import io
 import json
 import subprocess
 import sys
@@ -20,16 +23,29 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """A model trained on the default synthetic data (about 15 s on 2 cores), and its metrics."""
+    """A model trained on the default synthetic data (about 15 s on 2 cores) by the CLI, so that its run folder
+    is what a user has (.hydra/config.yaml names its dataset), and its metrics."""
     run_dir = tmp_path_factory.mktemp("trained")
-    overrides = ["data=synthetic", "data.num_workers=0", "model=mobilenet_v3_small", "model.pretrained=false",
-                 "trainer=cpu", "callbacks.progress_bar=null", "print_config=false"]  # fmt: skip
-    metrics = train(compose_train_config(overrides, run_dir))
-    return run_dir, metrics
+    result = cli("cats_model.train", "data=synthetic", "data.num_workers=0", "model=mobilenet_v3_small",
+                 "model.pretrained=false", "trainer=cpu", "callbacks.progress_bar=null", "print_config=false",
+                 f"hydra.run.dir={run_dir}")  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    return run_dir, json.loads((run_dir / "metrics.json").read_text())
 
 
 def cli(module: str, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, timeout=600)
+
+
+def run(module: str, *args: str) -> subprocess.CompletedProcess:
+    """The same command with its main() in this process: its exit code and output, without seconds of imports."""
+    out, err, code = io.StringIO(), io.StringIO(), 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            importlib.import_module(module).main(list(args))
+        except SystemExit as exit_:
+            code = exit_.code if isinstance(exit_.code, int) else 1
+    return subprocess.CompletedProcess([module, *args], code, out.getvalue(), err.getvalue())
 
 
 def test_predict_recognises_held_out_images_at_the_test_accuracy(trained, tmp_path):
@@ -43,13 +59,13 @@ def test_predict_recognises_held_out_images_at_the_test_accuracy(trained, tmp_pa
     assert result.returncode == 0, result.stderr[-2000:]
     rows = json.loads(result.stdout)
     assert len(rows) == len(held_out) + 1 and "error" in rows[-1]
-    correct = sum(row["predictions"][0]["class"] == record.breed for row, record in zip(rows, held_out))
+    correct = sum(row["predictions"][0]["label"] == record.breed for row, record in zip(rows, held_out))
     assert correct / len(held_out) == pytest.approx(metrics["test/acc"], abs=0.02)
     assert all(
         len(row["predictions"]) == 2 and 0 <= row["predictions"][1]["probability"] <= 1 for row in rows[:-1]
     )
 
-    table = cli("cats_model.predict", metrics["best_model_path"], str(dataset.images_dir / "Bengal_30.jpg"))
+    table = run("cats_model.predict", metrics["best_model_path"], str(dataset.images_dir / "Bengal_30.jpg"))
     assert table.returncode == 0 and "Bengal_30.jpg" in table.stdout
 
 
@@ -57,9 +73,9 @@ def test_predict_a_folder_and_refuse_a_bad_checkpoint(trained, tmp_path):
     run_dir, metrics = trained
     for i in range(3):
         Image.new("RGB", (50, 40), (40 * i, 90, 200)).save(tmp_path / f"{i}.png")
-    result = cli("cats_model.predict", metrics["best_model_path"], str(tmp_path), "--json")
+    result = run("cats_model.predict", metrics["best_model_path"], str(tmp_path), "--json")
     assert [r["path"].rsplit("/", 1)[1] for r in json.loads(result.stdout)] == ["0.png", "1.png", "2.png"]
-    missing = cli("cats_model.predict", str(tmp_path / "none.ckpt"), str(tmp_path))
+    missing = run("cats_model.predict", str(tmp_path / "none.ckpt"), str(tmp_path))
     assert (
         missing.returncode == 1
         and missing.stderr.strip() == f"error: no checkpoint at {tmp_path / 'none.ckpt'}"
@@ -92,7 +108,7 @@ def test_export_refuses_corrupt_checkpoints_and_writes_nothing(trained, tmp_path
     torch.save({"state_dict": {}, "hyper_parameters": {}}, foreign)
     for checkpoint in (truncated, foreign, tmp_path / "missing.ckpt"):
         out = tmp_path / "out" / "model.onnx"
-        result = cli("cats_model.export", str(checkpoint), "--out", str(out))
+        result = run("cats_model.export", str(checkpoint), "--out", str(out))
         assert result.returncode == 1 and result.stderr.strip().startswith("error: "), result.stderr[-1000:]
         assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
@@ -134,3 +150,187 @@ def test_optional_loggers_are_configured_for_their_lightning_class(tmp_path, log
         result = cli("cats_model.train", "debug=smoke", f"logger={logger}", f"hydra.run.dir={tmp_path}/run")
         assert result.returncode == 2
         assert result.stderr.strip().splitlines()[-1].startswith("error: the chosen logger needs a package")
+
+
+def held_out_cats(tmp_path) -> list[str]:
+    dataset = OxfordPet(compose_train_config(["data=synthetic"], tmp_path).data.root)
+    return [str(dataset.image_path(r)) for r in dataset.split("test") if r.species == CAT]
+
+
+def predict_json(model, images) -> list[dict]:
+    result = run("cats_model.predict", str(model), *images, "--json", "--top-k", "3")
+    assert result.returncode == 0, result.stderr[-2000:]
+    return json.loads(result.stdout)
+
+
+def test_predict_on_onnx_fp32_and_int8_gives_the_checkpoints_rows(trained, tmp_path):
+    run_dir, metrics = trained
+    fp32, int8 = tmp_path / "cats.onnx", tmp_path / "cats-int8.onnx"
+    for out, extra in ((fp32, []), (int8, ["--int8"])):  # int8: calibrated on the run's own training split
+        result = run("cats_model.export", metrics["best_model_path"], "--out", str(out), *extra)
+        assert result.returncode == 0, result.stderr[-2000:]
+    images = held_out_cats(tmp_path)
+    reference = predict_json(metrics["best_model_path"], images)
+    for row, same in zip(reference, predict_json(fp32, images)):
+        assert [p["label"] for p in same["predictions"]] == [p["label"] for p in row["predictions"]]
+        assert [p["probability"] for p in same["predictions"]] == pytest.approx(
+            [p["probability"] for p in row["predictions"]], abs=1e-4
+        )
+    quantized = predict_json(int8, images)
+    agreement = np.mean(
+        [a["predictions"][0]["label"] == b["predictions"][0]["label"] for a, b in zip(reference, quantized)]
+    )
+    sidecar = json.loads(int8.with_suffix(".json").read_text())
+    guard = sidecar["int8"]
+    assert agreement >= guard["min_agreement"] == 0.98
+    root = compose_train_config(["data=synthetic"], tmp_path).data.root
+    assert guard["calibration"] == {"source": f"the training split of {root}", "images": 300}
+    assert guard["eval"] == {"source": f"the validation split of {root}", "images": 48}
+    assert guard["agreement"] >= 0.98 and guard["accuracy_fp32"] - guard["accuracy_int8"] <= 0.01
+    assert guard["int8_bytes"] == int8.stat().st_size == sidecar["bytes"] < guard["fp32_bytes"] / 3
+    assert guard["fp32_bytes"] == fp32.stat().st_size
+
+
+def test_int8_that_fails_the_guard_is_refused_and_nothing_written(trained, tmp_path):
+    run_dir, metrics = trained
+    black = tmp_path / "black"  # calibrated on the wrong images: activation ranges that fit no real photo
+    black.mkdir()
+    for i in range(8):
+        Image.new("RGB", (80, 80)).save(black / f"{i}.png")
+    out = tmp_path / "out" / "cats.onnx"
+    result = run(
+        "cats_model.export",
+        metrics["best_model_path"],
+        "--out",
+        str(out),
+        "--int8",
+        "--calibration",
+        str(black),
+    )
+    assert result.returncode == 1
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: int8 model refused, nothing written: top-1 agreement with fp32 0.")
+    assert "(--min-agreement 0.98)" in line and "on 48 images of the validation split of" in line
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_export_refuses_what_it_cannot_write_or_calibrate_in_one_line(trained, tmp_path):
+    run_dir, metrics = trained
+    (tmp_path / "folder.onnx").mkdir()
+    empty, elsewhere = tmp_path / "empty", tmp_path / "elsewhere"
+    empty.mkdir()
+    elsewhere.mkdir()
+    lone = elsewhere / "model.ckpt"  # a checkpoint outside its run folder: its dataset is unknown
+    lone.write_bytes(open(metrics["best_model_path"], "rb").read())
+    (tmp_path / "eval" / "Tabby").mkdir(parents=True)
+    (tmp_path / "existing_dir").mkdir()
+    model = tmp_path / "x.onnx"
+    cases = [
+        ([tmp_path / "folder.onnx"], "a folder is in the way"),
+        ([tmp_path / "existing_dir"], "name a .onnx file"),
+        ([model, "--int8", "--calibration", empty], "no images to calibrate on in "),
+        ([model, "--int8", "--eval", tmp_path / "eval"], "Tabby are not classes of this model"),
+        ([model, "--int8", "--min-agreement", "98"], "--min-agreement is a fraction from 0 to 1"),
+    ]
+    for args, expected in cases:
+        result = run("cats_model.export", metrics["best_model_path"], "--out", *map(str, args))
+        assert result.returncode == 1 and expected in result.stderr, (args, result.stderr[-1000:])
+        assert len(result.stderr.strip().splitlines()) == 1
+    lone_result = run("cats_model.export", str(lone), "--out", str(tmp_path / "x.onnx"), "--int8")
+    assert lone_result.returncode == 1 and "give --calibration DIR and --eval DIR" in lone_result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "elsewhere",
+        "empty",
+        "eval",
+        "existing_dir",
+        "folder.onnx",
+    ]
+
+
+def test_wrong_predict_arguments_are_one_line_each(trained):
+    checkpoint = trained[1]["best_model_path"]
+    for args, expected in (
+        (["--top-k", "0"], "error: top-k must be a whole number of 1 or more, got 0"),
+        (["--top-k", "-1"], "error: top-k must be a whole number of 1 or more, got -1"),
+        (["--batch-size", "0"], "error: --batch-size must be 1 or more, got 0"),
+        (
+            ["--device", "nonsense"],
+            "error: --device 'nonsense' is not a device: use auto, cpu, cuda or cuda:N",
+        ),
+        (["--device", "cuda:7"], "error: --device cuda:7: no such CUDA GPU is visible here; use cpu or auto"),
+    ):
+        result = run("cats_model.predict", checkpoint, "photo.jpg", *args)
+        assert (result.returncode, result.stdout, result.stderr.strip()) == (1, "", expected)
+
+
+def crafted(checkpoint, tmp_path, **hyper_parameters):
+    import torch
+
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    state["hyper_parameters"].update(hyper_parameters)
+    path = tmp_path / f"crafted-{len(list(tmp_path.glob('crafted-*')))}.ckpt"
+    torch.save(state, path)
+    return str(path)
+
+
+def test_crafted_hyper_parameters_are_refused_and_names_escaped(trained, tmp_path):
+    run_dir, metrics = trained
+    photo = str(
+        OxfordPet(compose_train_config(["data=synthetic"], tmp_path).data.root).images_dir / "Bengal_30.jpg"
+    )
+    for values, expected in (
+        ({"image_size": -5}, "holds image_size=-5 (expected 16 to 2048 pixels)"),
+        ({"image_size": 200000}, "holds image_size=200000 (expected 16 to 2048 pixels)"),
+        ({"mean": [0.5, float("nan"), 0.5]}, "holds mean=[0.5, nan, 0.5]"),
+        ({"std": [0.0, 0.2, 0.2]}, "holds std=[0.0, 0.2, 0.2]"),
+    ):
+        result = run("cats_model.predict", crafted(metrics["best_model_path"], tmp_path, **values), photo)
+        assert result.returncode == 1 and result.stdout == "", result.stderr
+        (line,) = result.stderr.strip().splitlines()
+        assert expected in line and "not a model this project wrote" in line
+
+    names = [f"\x1b[31mred{i}\x1b[0m\a" for i in range(12)]  # colour codes and a bell in every class name
+    checkpoint = crafted(metrics["best_model_path"], tmp_path, class_names=names)
+    table = run("cats_model.predict", checkpoint, photo, "--top-k", "1").stdout
+    assert table and "\x1b" not in table and "\a" not in table
+    assert "\\x1b[31mred" in table and "\\x1b[0m\\x07" in table
+    rows = run("cats_model.predict", checkpoint, photo, "--json").stdout
+    assert json.loads(rows)[0]["predictions"][0]["label"] in names and "\x1b" not in rows
+
+
+def test_an_onnx_without_its_own_sidecar_is_refused(trained, tmp_path):
+    run_dir, metrics = trained
+    first, second = tmp_path / "a" / "cats.onnx", tmp_path / "b" / "cats.onnx"
+    result = run("cats_model.export", metrics["best_model_path"], "--out", str(first))
+    assert result.returncode == 0, result.stderr[-2000:]
+    photo = held_out_cats(tmp_path)[0]
+    assert run("cats_model.predict", str(first), photo).returncode == 0
+    second.parent.mkdir()
+    second.write_bytes(first.read_bytes() + b"\0")  # another model, beside the sidecar of the first
+    first.with_suffix(".json").replace(second.with_suffix(".json"))
+    assert run("cats_model.predict", str(first), photo).stderr.strip() == (
+        f"error: {first} has no sidecar cats.json (class names, image size, normalisation): "
+        "export it with `python -m cats_model.export`, which writes both"
+    )
+    assert run("cats_model.predict", str(second), photo).stderr.strip() == (
+        f"error: {second.with_suffix('.json')} does not describe {second} (its sha256 differs): export the two again"
+    )
+
+
+def test_inference_bench_compares_pytorch_and_onnx_side_by_side(trained, tmp_path):
+    run_dir, metrics = trained
+    out = tmp_path / "bench.json"
+    result = run("cats_model.bench.cli", "inference", metrics["best_model_path"], "--rounds", "1", "--latency-runs", "3",
+                 "--batch-size", "8", "--threads", "1", "--json", str(out))  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(out.read_text())
+    variants = report["variants"]
+    assert list(variants) == ["pytorch eager fp32", "pytorch channels_last fp32", "onnx fp32", "onnx int8"]
+    assert report["threads"] == 1 and report["eval"]["images"] == 48
+    for name, row in variants.items():
+        assert row["images_per_sec"] > 0 and 0 < row["p50_ms"] <= row["p99_ms"], name
+        assert row["accuracy"] == pytest.approx(variants["pytorch eager fp32"]["accuracy"], abs=0.05)
+    assert variants["onnx fp32"]["agreement"] == variants["pytorch channels_last fp32"]["agreement"] == 1.0
+    assert variants["onnx int8"]["bytes"] < variants["onnx fp32"]["bytes"] / 3
+    assert variants["pytorch eager fp32"]["speedup"] == 1.0
+    assert "| onnx int8 |" in result.stdout and "on 1 thread each" in result.stdout

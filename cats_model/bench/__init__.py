@@ -8,5 +8,8 @@
 3. accelerator (accelerator.py, run on a GPU): the default model with the project's GPU defaults against plain
    fp32, the fraction of the GPU's peak arithmetic reached, and a whole epoch of real data against synthetic
    input already on the GPU.
+Sections with arguments of their own: `python -m cats_model.bench inference CKPT` (inference.py: PyTorch
+against ONNX fp32 and int8 on the CPU) and `python -m cats_model.bench serve MODEL` (serving.py: the server
+with batching against one request at a time).
 Every figure is a ratio of two measurements taken in the same run.
 """

@@ -1,9 +1,11 @@
 """`python -m cats_model.bench`: run the measurements, print a table, write JSON."""
 
 import argparse
+import importlib
 import json
 import os
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -20,7 +22,9 @@ from cats_model.system import available_cpus, default_num_workers
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m cats_model.bench", description=cats_model.bench.__doc__.split("\n")[0]
+        prog="python -m cats_model.bench",
+        description=cats_model.bench.__doc__.split("\n")[0],
+        epilog="Other sections: `python -m cats_model.bench inference CKPT` and `... serve MODEL` (each with --help).",
     )
     parser.add_argument(
         "--root", type=Path, help="an Oxford-IIIT Pet tree (default: a synthetic one with photo-sized JPEGs)"
@@ -44,8 +48,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+# Sections run on their own, with arguments of their own: `python -m cats_model.bench inference CKPT`.
+SECTIONS = {"inference": "cats_model.bench.inference", "serve": "cats_model.bench.serving"}
+
+
 def main(argv: list[str] | None = None, accelerator_section: bool | None = None) -> dict:
     """Run the benchmark; the accelerator section by default only where there is a GPU."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in SECTIONS:
+        return importlib.import_module(SECTIONS[argv[0]]).main(argv[1:])
     args = parse_args(argv)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     root = args.root or ensure_synthetic(

@@ -49,6 +49,10 @@ class Settings:
         return self.raw["prepare_data"]
 
     @property
+    def serve(self) -> dict:
+        return self.raw["serve"]
+
+    @property
     def gpu_count(self) -> int:
         _, _, count = str(self.train["gpu"]).partition(":")
         return int(count or 1)

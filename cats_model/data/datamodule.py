@@ -18,11 +18,7 @@ from cats_model.data.batch_augment import (
 )
 from cats_model.data.cache import load_or_build
 from cats_model.data.dataset import CachedImageDataset, ImageDataset, already_batched
-from cats_model.data.images import (
-    IMAGE_EXTENSIONS,  # noqa: F401  (predict imports it from here)
-    find_unreadable,
-    list_images,
-)
+from cats_model.data.images import find_unreadable, list_images
 from cats_model.data.oxford import CAT, DOG, OxfordPet, PetRecord
 from cats_model.data.splits import Sample, stratified_split
 from cats_model.data.synthetic import SyntheticSpec, ensure_synthetic

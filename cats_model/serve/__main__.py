@@ -1,0 +1,65 @@
+"""Serve a model: `python -m cats_model.serve MODEL [--host 127.0.0.1] [--port 8000] [--device auto]`.
+
+MODEL is a checkpoint (`.ckpt`) or an exported `.onnx` with its sidecar JSON. The page is at `/`, the JSON API
+at `POST /predict`, `GET /model` and `GET /health`.
+"""
+
+import argparse
+
+from cats_model.errors import UserError, exit_on_user_error
+from cats_model.inference import load_model
+from cats_model.serve.app import ServeOptions, create_app, model_threads
+
+DEFAULTS = ServeOptions()
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m cats_model.serve", description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "model", help="a .ckpt written by training, or an exported .onnx (its .json beside it)"
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to be reachable from other machines")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument(
+        "--device", default="auto", help="auto (a GPU when there is one), cpu, cuda, cuda:1 ..."
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="CPU threads for the model (default: all but one of the CPUs this process may use)",
+    )
+    parser.add_argument(
+        "--max-batch-size", type=int, default=DEFAULTS.max_batch_size, help="images per forward pass"
+    )
+    parser.add_argument(
+        "--max-wait-ms", type=float, default=DEFAULTS.max_wait_ms, help="how long a batch waits to fill"
+    )
+    parser.add_argument("--max-files", type=int, default=DEFAULTS.max_files, help="images per request")
+    parser.add_argument("--max-megabytes", type=float, default=DEFAULTS.max_megabytes, help="MiB per request")
+    return parser.parse_args(argv)
+
+
+def options_from(args: argparse.Namespace) -> ServeOptions:
+    for name in ("max_batch_size", "max_files", "max_megabytes", "threads"):
+        if getattr(args, name) is not None and getattr(args, name) <= 0:
+            raise UserError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    if args.max_wait_ms < 0:
+        raise UserError(f"--max-wait-ms must be 0 or more, got {args.max_wait_ms}")
+    if not 0 < args.port < 65536:
+        raise UserError(f"--port must be 1 to 65535, got {args.port}")
+    return ServeOptions(args.max_batch_size, args.max_wait_ms, args.max_files, args.max_megabytes)
+
+
+def main(argv: list[str] | None = None) -> None:
+    import uvicorn
+
+    args = parse_args(argv)
+    with exit_on_user_error(exit_code=1):
+        options = options_from(args)
+        app = create_app(load_model(args.model, args.device, args.threads or model_threads()), options)
+    print(f"serving {args.model} at http://{args.host}:{args.port}/", flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+
+
+if __name__ == "__main__":
+    main()

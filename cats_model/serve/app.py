@@ -1,0 +1,147 @@
+"""The web app over one model: a page, `POST /predict`, `GET /model`, `GET /health`; requests batched."""
+
+import asyncio
+import io
+import json
+import time
+from contextlib import asynccontextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from fastapi import FastAPI, Request
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+
+from cats_model.inference import Model, describe, image_error, read_image, sidecar_path, top_k
+from cats_model.serve.batcher import Batcher
+from cats_model.serve.body_limit import BodyLimit
+from cats_model.system import available_cpus
+
+PAGE_DIR = Path(__file__).parent / "page"
+RUN_METRICS = ("val/acc_best", "test/acc", "test/acc_macro", "test/f1", "epoch")
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    max_batch_size: int = 32  # images in one forward pass
+    max_wait_ms: float = 2.0  # how long the first image of a batch waits for company
+    max_files: int = 16  # per request
+    max_megabytes: float = 20.0  # per request, read or not
+    top_k: int = 3  # when a request does not say
+
+
+def model_threads() -> int:
+    """CPU threads for the model of a server: all but one, left to the event loop and JPEG decoding (on 2 cores,
+    a 2-thread PyTorch model competing with them was slower one request at a time and under load alike)."""
+    return max(1, available_cpus() - 1)
+
+
+def known_metrics(model: Model) -> dict | None:
+    """What is known of the model's accuracy: its run's metrics.json, or the int8 guard's numbers."""
+    if model.kind == "checkpoint":
+        metrics_file = model.path.resolve().parent.parent / "metrics.json"  # <run>/checkpoints/x.ckpt
+        try:
+            metrics = json.loads(metrics_file.read_text())
+        except (OSError, ValueError):
+            return None
+        return {key: metrics[key] for key in RUN_METRICS if key in metrics}
+    sidecar = json.loads(sidecar_path(model.path).read_text())
+    guard = sidecar.get("int8")
+    return {key: guard[key] for key in ("accuracy_fp32", "accuracy_int8", "agreement")} if guard else None
+
+
+def create_app(model: Model, options: ServeOptions = ServeOptions()) -> FastAPI:
+    batcher = Batcher(
+        lambda images: list(model.probabilities(torch.stack(images))),
+        options.max_batch_size,
+        options.max_wait_ms,
+    )
+    about = {**describe(model), "metrics": known_metrics(model), "limits": asdict(options)}
+
+    @asynccontextmanager
+    async def lifespan(app):
+        await batcher.start()
+        yield
+        await batcher.stop()
+
+    # No /docs: its page loads scripts from a CDN, and this app fetches nothing from the internet.
+    app = FastAPI(title="tiny-cats-model", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.add_middleware(BodyLimit, max_bytes=int(options.max_megabytes * 2**20))
+    app.mount("/page", StaticFiles(directory=PAGE_DIR), name="page")
+
+    @app.exception_handler(HTTPException)
+    async def one_sentence(request: Request, err: HTTPException) -> JSONResponse:
+        return JSONResponse({"error": str(err.detail)}, status_code=err.status_code, headers=err.headers)
+
+    @app.get("/", include_in_schema=False)
+    def page() -> FileResponse:
+        return FileResponse(PAGE_DIR / "index.html")
+
+    @app.get("/model")
+    def model_info() -> dict:
+        return about
+
+    @app.get("/health")
+    def health() -> dict:
+        return {"status": "ok", "batches": batcher.batches, "images": batcher.images}
+
+    @app.post("/predict")
+    async def predict(request: Request) -> dict:
+        """Multipart: one or more image files (any field name), `top_k` as a field or query parameter."""
+        started = time.perf_counter()
+        if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+            raise HTTPException(
+                415, "send the images as multipart/form-data, e.g. curl -F file=@photo.jpg URL/predict"
+            )
+        async with request.form() as form:  # its files are closed when the answer is ready
+            files = [value for _, value in form.multi_items() if isinstance(value, UploadFile)]
+            if not files:
+                raise HTTPException(
+                    400, "the request holds no image: attach one or more files, e.g. -F file=@photo.jpg"
+                )
+            if len(files) > options.max_files:
+                raise HTTPException(
+                    413, f"{len(files)} files in one request; at most {options.max_files} are allowed"
+                )
+            k = requested_top_k(request.query_params.get("top_k") or form.get("top_k"), options.top_k)
+            names = [file.filename or f"file {i + 1}" for i, file in enumerate(files)]
+
+            async def classify(file: UploadFile, name: str):
+                with batcher.coming():  # a batch that starts meanwhile waits for this image (briefly)
+                    image = await decode(file, name, model)
+                return await batcher(image)
+
+            probabilities = await asyncio.gather(*(classify(f, name) for f, name in zip(files, names)))
+        rows = top_k(np.stack(probabilities), model.info.class_names, k)
+        return {
+            "model": {key: about[key] for key in ("backbone", "kind", "file")},
+            "elapsed_ms": round((time.perf_counter() - started) * 1000, 1),
+            "results": [{"name": name, "predictions": row} for name, row in zip(names, rows)],
+        }
+
+    return app
+
+
+async def decode(file: UploadFile, name: str, model: Model) -> torch.Tensor:
+    data = await file.read()
+    try:  # Pillow decodes without holding the GIL: other requests go on meanwhile
+        return await run_in_threadpool(read_image, io.BytesIO(data), model.info)
+    except Exception as err:
+        raise HTTPException(422, f"{name} {image_error(err)}") from err
+
+
+def requested_top_k(value, default: int) -> int:
+    if value is None or value == "":
+        return default
+    try:
+        k = int(value)
+    except (TypeError, ValueError):
+        k = 0
+    if k < 1:
+        raise HTTPException(422, f"top_k must be a whole number of 1 or more, got {str(value)[:20]!r}")
+    return k
