@@ -18,8 +18,10 @@ from cats_model.atomic import atomic_write_text
 from cats_model.callbacks import AtomicCheckpointIO, TrainSpeed
 from cats_model.console import print_config_tree
 from cats_model.errors import UserError, exit_on_user_error
+from cats_model.noise import resuming_quietly, silence_library_noise
 from cats_model.paths import CONFIG_DIR  # importing it registers the config resolvers
 from cats_model.plots import write_run_plots
+from cats_model.run_folder import removed_if_failed_empty
 from cats_model.validation import check_arguments
 
 log = logging.getLogger(__name__)
@@ -93,6 +95,7 @@ def resume_checkpoint(cfg: DictConfig) -> str | None:
 def train(cfg: DictConfig) -> dict:
     """Fit (resuming from the run's last.ckpt), test the best checkpoint, write and return metrics.json."""
     started = time.time()
+    silence_library_noise()
     if cfg.get("print_config"):
         print_config_tree(cfg)
     L.seed_everything(cfg.seed, workers=True)
@@ -122,7 +125,8 @@ def train(cfg: DictConfig) -> dict:
     resume_from = resume_checkpoint(cfg)
     if resume_from:
         log.info("resuming from %s", resume_from)
-    trainer.fit(model, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
+    with resuming_quietly() if resume_from else contextlib.nullcontext():
+        trainer.fit(model, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
 
     best = next(
         (c for c in callbacks if isinstance(c, L.pytorch.callbacks.ModelCheckpoint) and c.monitor), None
@@ -163,10 +167,17 @@ def train(cfg: DictConfig) -> dict:
 # another module (the Modal entrypoint's sweeps).
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    # A single run ends a user error with one line; in a sweep it fails only its job, reported by the launcher.
-    multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
-    with contextlib.nullcontext() if multirun else exit_on_user_error():
+    # A single run ends a user error with one line, leaving no empty run folder; in a sweep it fails only its
+    # job, reported by the launcher.
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode == RunMode.MULTIRUN:
         metrics = train(cfg)
+    else:
+        with (
+            exit_on_user_error(),
+            removed_if_failed_empty(hydra_cfg.runtime.output_dir, f"{hydra_cfg.job.name}.log"),
+        ):
+            metrics = train(cfg)
     # Sweepers such as Optuna minimise or maximise what the task returns.
     return metrics.get(cfg.get("optimized_metric")) if cfg.get("optimized_metric") else None
 

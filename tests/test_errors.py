@@ -5,6 +5,8 @@ import socket
 import pytest
 from test_train import run_cli
 
+from cats_model.run_folder import remove_if_empty
+
 SMOKE = ["debug=smoke", "callbacks.progress_bar=null"]
 
 
@@ -28,6 +30,7 @@ def test_missing_dataset_names_the_download_command(tmp_path):
     assert_one_line_error(
         result, "error: no Oxford-IIIT Pet dataset", "bash data/download.sh", "data=synthetic"
     )
+    assert not (tmp_path / "run").exists()  # no empty run folder left under outputs/runs/
 
 
 @pytest.mark.slow
@@ -73,7 +76,22 @@ def test_pretrained_weights_that_cannot_be_fetched(tmp_path):
 def test_values_of_the_wrong_kind(tmp_path, override, message):
     result = run_cli(*SMOKE, override, f"hydra.run.dir={tmp_path}/run")
     assert_one_line_error(result, message)
-    assert not (tmp_path / "run" / "checkpoints").exists()
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_failed_start_removes_only_a_run_folder_with_nothing_of_its_own(tmp_path):
+    def hydra_leftovers(run_dir):
+        (run_dir / ".hydra").mkdir(parents=True)
+        (run_dir / ".hydra" / "config.yaml").write_text("seed: 42\n")
+        (run_dir / "train.log").write_text("[cats_model.data.datamodule][INFO] - data: 12 classes\n")
+        return run_dir
+
+    assert remove_if_empty(hydra_leftovers(tmp_path / "fresh"), "train.log")
+    assert not (tmp_path / "fresh").exists()
+    earlier = hydra_leftovers(tmp_path / "earlier")
+    (earlier / "checkpoints").mkdir()  # an earlier run's work: a resume that failed keeps everything
+    assert not remove_if_empty(earlier, "train.log")
+    assert (earlier / ".hydra" / "config.yaml").is_file() and (earlier / "train.log").is_file()
 
 
 @pytest.mark.slow

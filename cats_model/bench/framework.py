@@ -50,7 +50,12 @@ class InterleavedHandLoop(L.Callback):
 
 
 def bench_framework(
-    steps: int, image_size: int, batch_size: int, backbone: str, device: torch.device, workdir: Path,
+    steps: int,
+    image_size: int,
+    batch_size: int,
+    backbone: str,
+    device: torch.device,
+    workdir: Path,
     clock=synced_now,
 ) -> dict:
     torch.manual_seed(0)
