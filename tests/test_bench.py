@@ -39,6 +39,21 @@ def test_bench_reports_side_by_side_ratios(tmp_path, capsys):
         assert row in printed
 
 
+def test_each_gpu_gets_its_own_peak():
+    from cats_model.bench.accelerator import peak_tflops
+
+    names = (
+        "NVIDIA L4",
+        "NVIDIA L40S",
+        "NVIDIA A10G",
+        "NVIDIA A100-SXM4-80GB",
+        "NVIDIA H200",
+        "Tesla T4",
+        "cpu",
+    )
+    assert [peak_tflops(name) for name in names] == [121, 362, 70, 312, 989, 65, None]
+
+
 class FakeClock:
     """Seconds that pass only when told: each reading adds `tick`, and `advance` adds a delay."""
 

@@ -1,0 +1,61 @@
+"""scripts/gpu_check.sh, the check prepared for a lent GPU machine, runs here as its CPU dry run: every check
+passes and the JSON holds what the GPU run will report."""
+
+import datetime
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+# What issue 15 asks the check to run on a GPU.
+CHECKS = ["train", "resume_after_kill", "train_ddp", "train_jpeg", "predict", "export", "bench"]
+
+
+def gpu_check_module():
+    spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "scripts" / "gpu_check.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_folder_as_out_gets_a_file_named_by_gpu_and_date(tmp_path):
+    output_file = gpu_check_module().output_file
+    day = datetime.date(2026, 12, 1)
+    assert output_file(tmp_path, {"gpu": "NVIDIA H200"}, day) == tmp_path / "nvidia-h200-2026-12-01.json"
+    assert output_file(tmp_path / "new", {"gpu": None}, day) == tmp_path / "new" / "cpu-2026-12-01.json"
+    assert output_file(tmp_path / "mine.json", {"gpu": "NVIDIA H200"}, day) == tmp_path / "mine.json"
+
+
+@pytest.mark.slow
+def test_the_dry_run_on_the_cpu_passes_every_check(tmp_path):
+    out = tmp_path / "check.json"
+    result = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "gpu_check.sh"), "--cpu", "--out", str(out), "--work", str(tmp_path / "work")],
+        env={**os.environ, "PYTHON": sys.executable}, capture_output=True, text=True, timeout=1200,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["checks"] == {name: "passed" for name in CHECKS}
+    machine, figures = report["machine"], report["figures"]
+    assert (machine["gpu"], machine["torch"], machine["cuda"]) == (
+        None,
+        torch.__version__,
+        torch.version.cuda,
+    )
+    for name in ("train", "resume_after_kill", "train_ddp", "train_jpeg"):
+        assert figures[name]["precision"] == "32-true" and 0 <= figures[name]["test/acc"] <= 1, name
+        assert figures[name]["train_images_per_sec"] > 0, name
+    assert figures["resume_after_kill"]["resumed_from_epoch"] == 0
+    assert figures["train_ddp"]["processes"] == 2  # Lightning's DDP relaunch ran
+    assert figures["predict"]["images"] == 24 and figures["predict"]["device"] == "cpu"
+    assert figures["export"]["max_abs_logit_diff"] <= 1e-4 and figures["export"]["classes"] == 12
+    assert figures["bench"]["input_pipeline"]["ratio"] > 0 and figures["bench"]["framework"]["ratio"] > 0
+    assert figures["bench"]["accelerator"] == "not measured: no GPU"
+    log = (tmp_path / report["log"]).read_text()
+    assert all(f"===== {name}: python" in log for name in CHECKS)
