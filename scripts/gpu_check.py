@@ -141,10 +141,9 @@ class Check:
             raise CheckFailed(
                 f"metrics.json has epoch {metrics['epoch']} and test/acc {metrics.get('test/acc')}"
             )
-        amp = re.search(r"Using (bf16|16bit) Automatic Mixed Precision", output)
-        precision = {"bf16": "bf16-mixed", "16bit": "16-mixed"}[amp.group(1)] if amp else "32-true"
+        precision = precision_used(output)
         if self.gpu:
-            if not re.search(r"GPU available: True \(cuda\), used: True", output):
+            if not gpu_used(output):
                 raise CheckFailed("trained without the GPU")
             expected = "bf16-mixed" if torch.cuda.get_device_capability()[0] >= 8 else "16-mixed"
             if precision != expected:
@@ -156,6 +155,16 @@ class Check:
                 for key in ("test/acc", "val/acc_best", "train_images_per_sec", "wall_time_s")
             },
         }
+
+
+def precision_used(output: str) -> str:
+    """What Lightning says it trained in."""
+    amp = re.search(r"Using (bfloat16|16bit) Automatic Mixed Precision", output)
+    return {"bfloat16": "bf16-mixed", "16bit": "16-mixed"}[amp.group(1)] if amp else "32-true"
+
+
+def gpu_used(output: str) -> bool:
+    return re.search(r"GPU available: True \(cuda\), used: True", output) is not None
 
 
 def last_line(output: str) -> str:

@@ -4,11 +4,13 @@ passes and the JSON holds what the GPU run will report."""
 import datetime
 import importlib.util
 import json
+import logging
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 
@@ -30,6 +32,18 @@ def test_a_folder_as_out_gets_a_file_named_by_gpu_and_date(tmp_path):
     assert output_file(tmp_path, {"gpu": "NVIDIA H200"}, day) == tmp_path / "nvidia-h200-2026-12-01.json"
     assert output_file(tmp_path / "new", {"gpu": None}, day) == tmp_path / "new" / "cpu-2026-12-01.json"
     assert output_file(tmp_path / "mine.json", {"gpu": "NVIDIA H200"}, day) == tmp_path / "mine.json"
+
+
+def test_the_precision_and_device_are_read_from_what_lightning_says(caplog):
+    module = gpu_check_module()
+    for precision in ("bf16-mixed", "32-true"):
+        caplog.clear()
+        with caplog.at_level(logging.INFO):
+            L.Trainer(accelerator="cpu", precision=precision, logger=False)
+        said = "\n".join(record.getMessage() for record in caplog.records)
+        assert module.precision_used(said) == precision
+        assert "GPU available: False, used: False" in said and not module.gpu_used(said)
+    assert module.gpu_used("GPU available: True (cuda), used: True")
 
 
 @pytest.mark.slow
