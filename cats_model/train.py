@@ -18,10 +18,10 @@ from cats_model.atomic import atomic_write_text
 from cats_model.callbacks import AtomicCheckpointIO, TrainSpeed
 from cats_model.console import print_config_tree
 from cats_model.errors import UserError, exit_on_user_error
+from cats_model.failed_start import removed_if_failed_empty
 from cats_model.noise import resuming_quietly, silence_library_noise
 from cats_model.paths import CONFIG_DIR  # importing it registers the config resolvers
 from cats_model.plots import write_run_plots
-from cats_model.run_folder import removed_if_failed_empty
 from cats_model.validation import check_arguments
 
 log = logging.getLogger(__name__)

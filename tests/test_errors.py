@@ -5,7 +5,7 @@ import socket
 import pytest
 from test_train import run_cli
 
-from cats_model.run_folder import remove_if_empty
+from cats_model.failed_start import remove_if_empty
 
 SMOKE = ["debug=smoke", "callbacks.progress_bar=null"]
 
@@ -84,6 +84,7 @@ def test_a_failed_start_removes_only_a_run_folder_with_nothing_of_its_own(tmp_pa
         (run_dir / ".hydra").mkdir(parents=True)
         (run_dir / ".hydra" / "config.yaml").write_text("seed: 42\n")
         (run_dir / "train.log").write_text("[cats_model.data.datamodule][INFO] - data: 12 classes\n")
+        (run_dir / ".lock").write_text("pid 1234 on host since 2026-11-30 00:00:00\n")
         return run_dir
 
     assert remove_if_empty(hydra_leftovers(tmp_path / "fresh"), "train.log")
