@@ -1,5 +1,6 @@
 """Mistakes a user makes end in one line on stderr and a non-zero exit, not a traceback."""
 
+import fcntl
 import socket
 
 import pytest
@@ -91,8 +92,12 @@ def test_a_failed_start_removes_only_a_run_folder_with_nothing_of_its_own(tmp_pa
     assert not (tmp_path / "fresh").exists()
     earlier = hydra_leftovers(tmp_path / "earlier")
     (earlier / "checkpoints").mkdir()  # an earlier run's work: a resume that failed keeps everything
-    assert not remove_if_empty(earlier, "train.log")
-    assert (earlier / ".hydra" / "config.yaml").is_file() and (earlier / "train.log").is_file()
+    in_use = hydra_leftovers(tmp_path / "in-use")  # another training starting in the same folder holds it
+    with open(in_use / ".lock") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        for kept in (earlier, in_use):
+            assert not remove_if_empty(kept, "train.log")
+            assert {p.name for p in kept.iterdir()} >= {".hydra", ".lock", "train.log"}
 
 
 @pytest.mark.slow
