@@ -6,6 +6,7 @@ import importlib.util
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -32,6 +33,23 @@ def test_a_folder_as_out_gets_a_file_named_by_gpu_and_date(tmp_path):
     assert output_file(tmp_path, {"gpu": "NVIDIA H200"}, day) == tmp_path / "nvidia-h200-2026-12-01.json"
     assert output_file(tmp_path / "new", {"gpu": None}, day) == tmp_path / "new" / "cpu-2026-12-01.json"
     assert output_file(tmp_path / "mine.json", {"gpu": "NVIDIA H200"}, day) == tmp_path / "mine.json"
+
+
+def test_the_documented_device_call_lets_every_check_end_before_its_time_limit():
+    header = (ROOT / "scripts" / "gpu_check.sh").read_text()
+    timeout_s = int(
+        re.search(r"run\(command=\"bash scripts/gpu_check.sh --out \$OUT\".*timeout_s=(\d+)\)", header)[1]
+    )
+    budget_s = gpu_check_module().GPU.budget_s
+    assert f"within {budget_s} s of the start" in header
+    assert budget_s + 45 <= timeout_s <= 600  # room to start, write the JSON; the device tool's longest call
+
+
+def test_a_rerun_of_some_checks_brings_the_checkpoint_they_need():
+    parse_args = gpu_check_module().parse_args
+    assert parse_args(["--only", "export"]).only == {"export", "train"}
+    assert parse_args(["--only", "bench,train_ddp"]).only == {"bench", "train_ddp"}
+    assert parse_args([]).only == set(CHECKS)
 
 
 def test_the_precision_and_device_are_read_from_what_lightning_says(caplog):
