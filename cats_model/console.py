@@ -1,7 +1,9 @@
 """What a run prints at start: the composed config as a tree."""
 
+import sys
+
 from omegaconf import DictConfig, OmegaConf
-from rich import print as rich_print
+from rich.console import Console
 from rich.syntax import Syntax
 from rich.tree import Tree
 
@@ -17,4 +19,6 @@ def print_config_tree(cfg: DictConfig) -> None:
         tree.add(f"[bold]{key}[/bold]").add(
             Syntax(text.rstrip(), "yaml", theme="ansi_dark", background_color="default")
         )
-    rich_print(tree)
+    # A terminal's width wraps the tree; a log (not a terminal) has none, so no line is cut at Rich's default 80.
+    console = Console() if sys.stdout.isatty() else Console(width=100_000)
+    console.print(tree)

@@ -18,6 +18,8 @@ from cats_model.atomic import atomic_write_text
 from cats_model.callbacks import AtomicCheckpointIO, TrainSpeed
 from cats_model.console import print_config_tree
 from cats_model.errors import UserError, exit_on_user_error
+from cats_model.failed_start import removed_if_failed_empty
+from cats_model.noise import resuming_quietly, silence_library_noise
 from cats_model.paths import CONFIG_DIR  # importing it registers the config resolvers
 from cats_model.plots import write_run_plots
 from cats_model.run_folder import hold, resume_checkpoint, set_aside_checkpoints
@@ -88,6 +90,7 @@ def train(cfg: DictConfig) -> dict:
     """Fit (resuming from the run's last.ckpt), test the best checkpoint, write and return metrics.json.
     The values are checked first; then the run folder is held by this process alone until the end."""
     started = time.time()
+    silence_library_noise()
     if cfg.get("print_config"):
         print_config_tree(cfg)
     L.seed_everything(cfg.seed, workers=True)
@@ -125,7 +128,8 @@ def fit_and_test(cfg: DictConfig, settings: dict, started: float) -> dict:
 
     if resume_from:
         log.info("resuming from %s", resume_from)
-    trainer.fit(model, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
+    with resuming_quietly() if resume_from else contextlib.nullcontext():
+        trainer.fit(model, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
 
     best = next(
         (c for c in callbacks if isinstance(c, L.pytorch.callbacks.ModelCheckpoint) and c.monitor), None
@@ -166,10 +170,17 @@ def fit_and_test(cfg: DictConfig, settings: dict, started: float) -> dict:
 # another module (the Modal entrypoint's sweeps).
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    # A single run ends a user error with one line; in a sweep it fails only its job, reported by the launcher.
-    multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
-    with contextlib.nullcontext() if multirun else exit_on_user_error():
+    # A single run ends a user error with one line, leaving no empty run folder; in a sweep it fails only its
+    # job, reported by the launcher.
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode == RunMode.MULTIRUN:
         metrics = train(cfg)
+    else:
+        with (
+            exit_on_user_error(),
+            removed_if_failed_empty(hydra_cfg.runtime.output_dir, f"{hydra_cfg.job.name}.log"),
+        ):
+            metrics = train(cfg)
     # Sweepers such as Optuna minimise or maximise what the task returns.
     return metrics.get(cfg.get("optimized_metric")) if cfg.get("optimized_metric") else None
 

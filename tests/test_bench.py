@@ -1,7 +1,6 @@
 """The benchmark runs end to end, reports ratios measured side by side, and puts each side's seconds on it."""
 
 import json
-import time
 
 import pytest
 
@@ -40,21 +39,54 @@ def test_bench_reports_side_by_side_ratios(tmp_path, capsys):
         assert row in printed
 
 
+def test_each_gpu_gets_its_own_peak():
+    from cats_model.bench.accelerator import peak_tflops
+
+    names = (
+        "NVIDIA L4",
+        "NVIDIA L40S",
+        "NVIDIA A10G",
+        "NVIDIA A100-SXM4-80GB",
+        "NVIDIA H200",
+        "Tesla T4",
+        "cpu",
+    )
+    assert [peak_tflops(name) for name in names] == [121, 362, 70, 312, 989, 65, None]
+
+
+class FakeClock:
+    """Seconds that pass only when told: each reading adds `tick`, and `advance` adds a delay."""
+
+    def __init__(self, tick: float):
+        self.now, self.tick = 0.0, tick
+
+    def __call__(self, device=None) -> float:
+        self.now += self.tick
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
 @pytest.mark.slow
 def test_time_spent_in_the_trainers_steps_counts_against_the_trainer_only(tmp_path, monkeypatch):
-    """The interleaved measurement attributes each side's seconds to it: a known delay added to every Trainer
-    step (0.3 s, ten times a hand-loop step of this tiny model) appears in the Trainer's time and not in the
-    hand loop's."""
+    """The interleaved measurement attributes each side's seconds to it: on a controlled clock, a delay added
+    inside every Trainer step (a callback's 0.3 s) lands in the Trainer's time, and the hand loop's steps are
+    charged only what passed between its own two readings."""
     import torch
 
     from cats_model.bench import framework
 
+    clock = FakeClock(tick=0.01)
+
     class SlowTrainSpeed(framework.TrainSpeed):
         def on_train_batch_end(self, *args):
             super().on_train_batch_end(*args)
-            time.sleep(0.3)
+            clock.advance(0.3)
 
     monkeypatch.setattr(framework, "TrainSpeed", SlowTrainSpeed)
-    result = framework.bench_framework(10, 32, 4, "mobilenet_v3_small", torch.device("cpu"), tmp_path)
+    result = framework.bench_framework(10, 32, 4, "mobilenet_v3_small", torch.device("cpu"), tmp_path, clock)
     trainer_step, hand_step = (4 / result[f"{side}_images_per_sec"] for side in ("trainer", "hand_loop"))
-    assert trainer_step >= 0.3 > hand_step
+    # Per step: the delay and the reading that ends the Trainer's interval; one reading ends the hand loop's.
+    assert trainer_step == pytest.approx(0.3 + 0.01)
+    assert hand_step == pytest.approx(0.01)

@@ -1,5 +1,6 @@
 """Mistakes a user makes end in one line on stderr and a non-zero exit, not a traceback."""
 
+import fcntl
 import socket
 
 import pytest
@@ -8,6 +9,7 @@ from omegaconf import OmegaConf
 from test_train import run_cli
 
 from cats_model.errors import UserError
+from cats_model.failed_start import remove_if_empty
 from cats_model.paths import CONFIG_DIR
 from cats_model.train import train
 from cats_model.validation import RANGES
@@ -36,6 +38,7 @@ def test_missing_dataset_names_the_download_command(tmp_path):
     assert_one_line_error(
         result, "error: no Oxford-IIIT Pet dataset", "bash data/download.sh", "data=synthetic"
     )
+    assert not (tmp_path / "run").exists()  # no empty run folder left under outputs/runs/
 
 
 @pytest.mark.slow
@@ -81,7 +84,27 @@ def test_pretrained_weights_that_cannot_be_fetched(tmp_path):
 def test_values_of_the_wrong_kind(tmp_path, override, message):
     result = run_cli(*SMOKE, override, f"hydra.run.dir={tmp_path}/run")
     assert_one_line_error(result, message)
-    assert not (tmp_path / "run" / "checkpoints").exists()
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_failed_start_removes_only_a_run_folder_with_nothing_of_its_own(tmp_path):
+    def hydra_leftovers(run_dir):
+        (run_dir / ".hydra").mkdir(parents=True)
+        (run_dir / ".hydra" / "config.yaml").write_text("seed: 42\n")
+        (run_dir / "train.log").write_text("[cats_model.data.datamodule][INFO] - data: 12 classes\n")
+        (run_dir / ".lock").write_text("pid 1234 on host since 2026-11-30 00:00:00\n")
+        return run_dir
+
+    assert remove_if_empty(hydra_leftovers(tmp_path / "fresh"), "train.log")
+    assert not (tmp_path / "fresh").exists()
+    earlier = hydra_leftovers(tmp_path / "earlier")
+    (earlier / "checkpoints").mkdir()  # an earlier run's work: a resume that failed keeps everything
+    in_use = hydra_leftovers(tmp_path / "in-use")  # another training starting in the same folder holds it
+    with open(in_use / ".lock") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        for kept in (earlier, in_use):
+            assert not remove_if_empty(kept, "train.log")
+            assert {p.name for p in kept.iterdir()} >= {".hydra", ".lock", "train.log"}
 
 
 @pytest.mark.slow

@@ -28,6 +28,12 @@ def csv_epochs(run_dir) -> list[int]:
         return [int(row["epoch"]) for row in csv.DictReader(f) if row.get("val/acc")]
 
 
+def assert_no_library_noise(result: subprocess.CompletedProcess) -> None:
+    """Lightning's litlogger tip, torch's LeafSpec deprecation, a resumed run's own checkpoints called 'not empty'."""
+    for noise in ("litlogger", "LeafSpec", "exists and is not empty"):
+        assert noise not in result.stdout + result.stderr, noise
+
+
 @pytest.mark.slow
 def test_cli_learns_synthetic_data_then_resumes_with_more_epochs(tmp_path):
     run_dir = tmp_path / "run"
@@ -40,6 +46,7 @@ def test_cli_learns_synthetic_data_then_resumes_with_more_epochs(tmp_path):
     ]
     first = run_cli(*command, f"hydra.run.dir={run_dir}", cwd=tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
+    assert_no_library_noise(first)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["test/acc"] >= 0.90, metrics
     assert metrics["epoch"] == 10 and metrics["resumed_from"] is None
@@ -52,6 +59,7 @@ def test_cli_learns_synthetic_data_then_resumes_with_more_epochs(tmp_path):
 
     second = run_cli(*command, f"hydra.run.dir={run_dir}", "trainer.max_epochs=12", cwd=tmp_path)
     assert second.returncode == 0, second.stderr[-3000:]
+    assert_no_library_noise(second)
     resumed = json.loads((run_dir / "metrics.json").read_text())
     assert resumed["resumed_from"] == str(run_dir / "checkpoints" / "last.ckpt")
     assert resumed["epoch"] == 12

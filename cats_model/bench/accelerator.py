@@ -29,6 +29,12 @@ PEAK_TFLOPS = {
 }
 
 
+def peak_tflops(device_name: str) -> float | None:
+    """The peak of the GPU so named, by the longest name in it: an "NVIDIA L40S" is no "L4"."""
+    names = [name for name in PEAK_TFLOPS if name in device_name]
+    return PEAK_TFLOPS[max(names, key=len)] if names else None
+
+
 class StepClock(L.Callback):
     """Images per second over the steps after `warmup` (cuDNN's algorithm search, allocator growth), the
     device synchronised only at the two ends, so that it runs ahead of Python in between as in training."""
@@ -109,7 +115,7 @@ def bench_accelerator(
         ).backward()
     tflops = with_defaults * counter.get_total_flops() / 2 / 1e12
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    peak = next((v for k, v in PEAK_TFLOPS.items() if k in name), None)
+    peak = peak_tflops(name)
     return {
         "device": name, "model": backbone, "image_size": size, "batch_size": batch, **defaults,
         "fp32_images_per_sec": fp32, "defaults_images_per_sec": with_defaults, "speedup": with_defaults / fp32,

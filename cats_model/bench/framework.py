@@ -20,8 +20,8 @@ from cats_model.model.classifier import CatClassifier
 class InterleavedHandLoop(L.Callback):
     """A plain PyTorch training step after each of the Trainer's, with the seconds of each side added up."""
 
-    def __init__(self, model: torch.nn.Module, warmup: int):
-        self.model, self.warmup = model, warmup
+    def __init__(self, model: torch.nn.Module, warmup: int, clock=synced_now):
+        self.model, self.warmup, self.clock = model, warmup, clock  # clock(device) -> seconds
         self.loss_fn = torch.nn.CrossEntropyLoss()
         self.optimizer = None
         self.trainer_seconds = self.hand_seconds = 0.0
@@ -33,7 +33,7 @@ class InterleavedHandLoop(L.Callback):
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=1e-3, weight_decay=0.0)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        trainer_done = synced_now(pl_module.device)
+        trainer_done = self.clock(pl_module.device)
         timed = batch_idx > self.warmup  # the Trainer's interval since the last hand step is one whole step
         if timed:
             self.trainer_seconds += trainer_done - self._resumed
@@ -43,14 +43,20 @@ class InterleavedHandLoop(L.Callback):
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
-        self._resumed = synced_now(pl_module.device)
+        self._resumed = self.clock(pl_module.device)
         if timed:
             self.hand_seconds += self._resumed - trainer_done
             self.images += len(labels)
 
 
 def bench_framework(
-    steps: int, image_size: int, batch_size: int, backbone: str, device: torch.device, workdir: Path
+    steps: int,
+    image_size: int,
+    batch_size: int,
+    backbone: str,
+    device: torch.device,
+    workdir: Path,
+    clock=synced_now,
 ) -> dict:
     torch.manual_seed(0)
     # channels_last off: on a GPU the Trainer's copy would otherwise switch to it and the hand loop's would not.
@@ -60,7 +66,7 @@ def bench_framework(
         (torch.randn(batch_size, 3, image_size, image_size), torch.randint(0, 12, (batch_size,)))
         for _ in range(steps)
     ]
-    hand = InterleavedHandLoop(copy.deepcopy(model), warmup=max(2, steps // 5))
+    hand = InterleavedHandLoop(copy.deepcopy(model), warmup=max(2, steps // 5), clock=clock)
     # What a project run has per step: its CSV logger and speed callback; the hand loop's callback comes last,
     # so that everything else the Trainer does for a step falls inside the Trainer's time.
     trainer = L.Trainer(

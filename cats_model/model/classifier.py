@@ -82,14 +82,15 @@ class CatClassifier(L.LightningModule):
     def validation_step(self, batch, batch_idx):
         images, labels = batch
         logits = self(images)
-        self.log("val/loss", self.loss(logits, labels), prog_bar=True)
+        # sync_dist: under DDP the mean over every rank's batches, as the torchmetrics metrics are.
+        self.log("val/loss", self.loss(logits, labels), prog_bar=True, sync_dist=True)
         self.val_metrics(logits, labels)
         self.log_dict(self.val_metrics, prog_bar=True)
 
     def test_step(self, batch, batch_idx):
         images, labels = batch
         logits = self(images)
-        self.log("test/loss", self.loss(logits, labels))
+        self.log("test/loss", self.loss(logits, labels), sync_dist=True)
         self.test_metrics(logits, labels)
         self.test_confusion(logits, labels)
         self.log_dict(self.test_metrics)
