@@ -148,6 +148,8 @@ RANGES = {
     "callbacks.best_checkpoint.save_top_k": Range(-1, integer=True),  # -1: keep every epoch's
     "callbacks.last_checkpoint.save_top_k": AT_LEAST_ONE,
     "callbacks.model_summary.max_depth": Range(-1, integer=True),
+    "callbacks.progress_bar.every_n_steps": AT_LEAST_ONE,
+    "callbacks.progress_bar.every_n_seconds": POSITIVE,
 }
 
 
