@@ -159,13 +159,27 @@ def train(cfg: DictConfig) -> dict:
     return metrics
 
 
+@contextlib.contextmanager
+def out_of_memory_explained(cfg: DictConfig):
+    """CUDA out of memory recurs with the same config: one line to act on, not a crash that Modal would retry."""
+    try:
+        yield
+    except torch.cuda.OutOfMemoryError as err:
+        size = cfg.data.batch_size
+        device = torch.cuda.get_device_name() if torch.cuda.is_available() else "the GPU"
+        raise UserError(
+            f"CUDA out of memory on {device} with data.batch_size={size}: "
+            f"try a smaller batch, e.g. data.batch_size={max(1, size // 2)}"
+        ) from err
+
+
 # An absolute config path: the same configs whether run as `python -m cats_model.train` or called from
 # another module (the Modal entrypoint's sweeps).
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
 def main(cfg: DictConfig) -> float | None:
     # A single run ends a user error with one line; in a sweep it fails only its job, reported by the launcher.
     multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
-    with contextlib.nullcontext() if multirun else exit_on_user_error():
+    with contextlib.nullcontext() if multirun else exit_on_user_error(), out_of_memory_explained(cfg):
         metrics = train(cfg)
     # Sweepers such as Optuna minimise or maximise what the task returns.
     return metrics.get(cfg.get("optimized_metric")) if cfg.get("optimized_metric") else None
