@@ -62,6 +62,7 @@ TOOL_OPTIONS = dict(
     timeout=settings.tools["timeout"],
     volumes={outputs_mount: outputs_volume},
 )
+TENSORBOARD_OPTIONS = dict(**TOOL_OPTIONS, max_containers=settings.tensorboard["max_containers"])
 
 
 def _commit(volume: modal.Volume):
@@ -120,7 +121,7 @@ def sweep_summary(sweep: str) -> dict:
     return remote.sweep_summary(sweep)
 
 
-@app.function(**TOOL_OPTIONS, max_containers=settings.tensorboard["max_containers"])
+@app.function(**TENSORBOARD_OPTIONS)
 @modal.concurrent(max_inputs=settings.tensorboard["concurrent_inputs"])
 @modal.wsgi_app()
 def tensorboard():
