@@ -208,12 +208,10 @@ def test_deterministic_errors_are_returned_not_raised_so_modal_never_retries_the
 def test_the_training_process_says_why_it_failed_and_only_crashes_raise(
     modal_app, mounts, tests_importable, tmp_path
 ):
-    # The child's own user error (here the folder data has no classes) comes back as its one line.
-    empty = tmp_path / "empty"
-    empty.mkdir()
-    result = modal_app.train.local([*REMOTE_CPU, "data=folder", f"data.root={empty}"], "nodata", call())
-    assert str(empty) in result["error"] and "\n" not in result["error"]
-    assert json.loads((mounts[1] / "runs" / "nodata" / "launch.json").read_text())["status"] == "failed"
+    # The training process's own user error comes back as its one line.
+    result = modal_app.train.local([*REMOTE_CPU, "optimizer.name=nonexistent"], "typo", call())
+    assert "unknown optimizer 'nonexistent'" in result["error"] and "\n" not in result["error"]
+    assert json.loads((mounts[1] / "runs" / "typo" / "launch.json").read_text())["status"] == "failed"
 
     # CUDA out of memory recurs on every attempt: one line naming the batch size, never a retried crash.
     oom = [*REMOTE_CPU, "+callbacks.oom._target_=oom_fault.OutOfMemoryAtFirstBatch"]
