@@ -7,7 +7,6 @@ its task function in fresh local processes, the only thing a launcher can do for
 
 import hashlib
 import importlib.util
-import inspect
 import json
 import logging
 import multiprocessing
@@ -78,8 +77,9 @@ def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: in
 
 def is_project_app(task_function) -> bool:
     """Whether the task is cats_model.train's (its module is `__main__` under `python -m cats_model.train`)."""
+    code = getattr(task_function, "__code__", None)  # a task can also be a callable object
     train_file = importlib.util.find_spec("cats_model.train").origin  # found without importing torch
-    return Path(inspect.getfile(task_function)).resolve() == Path(train_file).resolve()
+    return code is not None and Path(code.co_filename).resolve() == Path(train_file).resolve()
 
 
 def sweep_name(sweep_dir: Path) -> str:
