@@ -54,7 +54,7 @@ class OfflineModal:
             assert not shipped, f"Modal would ship these functions pickled by value: {shipped}"
             for function in functions:
                 function._is_hydrated = True
-            offline.calls.append({"function": "App.run", "detach": options.get("detach", False)})
+            offline._log({"function": "App.run", "detach": options.get("detach", False)})
             try:
                 yield app
             finally:
@@ -104,6 +104,9 @@ class OfflineModal:
             "timeout": options.timeout_secs,
             "max_containers": options.max_containers,
         }
+        self._log(entry)
+
+    def _log(self, entry: dict) -> None:
         self.calls.append(entry)
         if os.environ.get(LOG_ENV):
             with open(os.environ[LOG_ENV], "a") as log:

@@ -115,7 +115,11 @@ def test_a_grid_sweep_through_modal_run_makes_one_call_per_job_on_its_gpu(
     )
     result, calls = offline_run(tmp_path, *args)
     assert result.returncode == 0, result.stderr[-3000:]
-    trains = [c for c in calls if c["function"] == "train"]
+    assert calls[0] == {
+        "function": "App.run",
+        "detach": False,
+    }  # `modal run` started the app, not the launcher
+    trains = calls[1:]
     assert [(c["how"], c["gpu"], c["max_containers"]) for c in trains] == [
         ("spawn", "T4", 8),
         ("spawn", "L4", 8),
@@ -134,7 +138,7 @@ def test_a_grid_sweep_through_modal_run_makes_one_call_per_job_on_its_gpu(
     # The same sweep again: nothing is trained or tested again, and the table is the same.
     again, calls = offline_run(tmp_path, *args)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert [c for c in calls if c["function"] == "train"] == []
+    assert [c["function"] for c in calls] == ["App.run"]
     assert read_summary(sweep_dir) == rows
 
     # Later, from the outputs volume alone: the same table.
@@ -154,10 +158,15 @@ def test_optuna_on_the_modal_backend_trains_one_model_per_trial(tmp_path):
     result, calls = offline_run(
         tmp_path, "cats_model.train", "hparams_search=optuna_lr", "hydra/launcher=modal",
         "hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=2", "~hydra.sweeper.params.model",
-        *REMOTE_CPU, f"hydra.sweep.dir={sweep_dir}",
+        "hydra.launcher.detach=true", *REMOTE_CPU, f"hydra.sweep.dir={sweep_dir}",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
-    assert [c["function"] for c in calls] == ["train", "train"]
+    # The launcher starts the app itself (detached: the jobs outlive this process), then one call per trial.
+    assert [(c["function"], c.get("detach")) for c in calls] == [
+        ("App.run", True),
+        ("train", None),
+        ("train", None),
+    ]
     runs = list((tmp_path / "volume" / "runs").iterdir())
     assert len(runs) == 2 and all((run / "metrics.json").is_file() for run in runs)
     assert not (tmp_path / "volume" / "sweeps").exists()
