@@ -109,17 +109,26 @@ def write_summary(sweep_dir: Path, rows: list[dict]) -> str:
 
 
 def format_table(rows: list[dict]) -> str:
-    def cell(value) -> str:
+    """The rows as text: the overrides every job shares are said once, above the table."""
+
+    def cell(value, column: str = "") -> str:
         if value is None:
             return "-"
+        if column == "duration_s":
+            return f"{value:.0f}"
         return f"{value:.4f}" if isinstance(value, float) else str(value)
 
+    overrides = [r["overrides"].split() for r in rows]
+    shared = [o for o in overrides[0] if all(o in job for job in overrides)] if len(rows) > 1 else []
     shown = ("job", "overrides", "status", "val/acc_best", "test/acc", "duration_s", "cost_usd")
     table = [
-        [("*" if r["best"] else " ") + cell(r[c]) if c == "job" else cell(r[c]) for c in shown] for r in rows
+        [("*" if r["best"] else " ") + cell(r["job"]), " ".join(o for o in job if o not in shared) or "-"]
+        + [cell(r[c], c) for c in shown[2:]]
+        for r, job in zip(rows, overrides)
     ]
     widths = [max(len(c), *(len(line[i]) for line in table)) for i, c in enumerate(shown)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(shown, widths))]
+    lines = [f"every job: {' '.join(shared)}"] if shared else []
+    lines += ["  ".join(c.ljust(w) for c, w in zip(shown, widths))]
     lines += ["  ".join(v.ljust(w) for v, w in zip(line, widths)) for line in table]
     lines += [f"job {r['job']} failed: {r['error']}" for r in rows if r["error"]]
     return "\n".join(lines) + ("\n* best by val/acc_best" if any(r["best"] for r in rows) else "")
