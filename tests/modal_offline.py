@@ -16,6 +16,7 @@ import itertools
 import json
 import os
 import runpy
+import subprocess
 import sys
 
 import modal
@@ -113,8 +114,23 @@ class OfflineModal:
                 log.write(json.dumps(entry) + "\n")
 
 
-def read_log(path) -> list[dict]:
-    return [json.loads(line) for line in open(path)] if os.path.exists(path) else []
+def offline_run(tmp_path, *command: str) -> tuple[subprocess.CompletedProcess, list[dict]]:
+    """`python -m COMMAND` in a process of its own, Modal's network end replaced, the outputs volume at
+    tmp_path/volume; returns the process and the calls it made."""
+    log = tmp_path / "calls.jsonl"
+    log.unlink(missing_ok=True)
+    tests = os.path.dirname(os.path.abspath(__file__))
+    env = {
+        **os.environ,
+        "CATS_MODEL_OUTPUT_DIR": str(tmp_path / "volume"),
+        LOG_ENV: str(log),
+        "PYTHONPATH": os.pathsep.join([tests, os.environ.get("PYTHONPATH", "")]),
+    }
+    result = subprocess.run(
+        [sys.executable, __file__, *command], capture_output=True, text=True, timeout=900, env=env
+    )
+    calls = [json.loads(line) for line in open(log)] if log.exists() else []
+    return result, calls
 
 
 if __name__ == "__main__":

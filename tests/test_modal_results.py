@@ -7,7 +7,8 @@ import subprocess
 import time
 
 import pytest
-from test_modal_app import REMOTE_CPU
+from modal_offline import offline_run
+from test_modal_app import APP_FILE, REMOTE_CPU
 
 from cats_model.cloud.__main__ import fetch
 from cats_model.cloud.calls import ModalCalls
@@ -16,13 +17,17 @@ from cats_model.data.synthetic import SyntheticSpec, ensure_synthetic
 
 
 @pytest.fixture(scope="module")
-def volume(tmp_path_factory, modal_app):
-    """The outputs volume holding one finished run, `day`, trained by the real function body."""
-    outputs = tmp_path_factory.mktemp("volume")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("CATS_MODEL_OUTPUT_DIR", str(outputs))
-        modal_app.train.local(REMOTE_CPU, "day", load_settings().call().to_dict())
-    return outputs
+def volume(tmp_path_factory):
+    """The outputs volume holding one finished run, `day`, made by the README's command through Modal's CLI."""
+    tmp_path = tmp_path_factory.mktemp("modal")
+    result, calls = offline_run(tmp_path, "modal", "run", str(APP_FILE), "--", *REMOTE_CPU, "run_name=day")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [(c["function"], c.get("how"), c.get("gpu")) for c in calls] == [
+        ("App.run", None, None),
+        ("train", "spawn", load_settings().train["gpu"]),
+    ]
+    assert "fetch it into ./runs/day/:  python -m cats_model.cloud fetch day" in result.stdout
+    return tmp_path / "volume"
 
 
 @pytest.mark.slow

@@ -7,7 +7,6 @@ by value fails the run.
 """
 
 import json
-import os
 import subprocess
 import sys
 
@@ -18,8 +17,8 @@ from hydra.core.singleton import Singleton
 from hydra.plugins.launcher import Launcher
 from hydra.test_utils.launcher_common_tests import IntegrationTestSuite, LauncherTestSuite
 from hydra.version import VersionBase
-from modal_offline import read_log
-from test_modal_app import APP_FILE, REMOTE_CPU, TESTS_DIR
+from modal_offline import offline_run
+from test_modal_app import APP_FILE, REMOTE_CPU
 
 from cats_model.cloud.calls import ModalCalls
 from cats_model.cloud.settings import load_settings
@@ -56,23 +55,6 @@ class TestModalLauncherIntegration(IntegrationTestSuite):
 
 def read_summary(sweep_dir):
     return json.loads((sweep_dir / "summary.json").read_text())
-
-
-def offline_run(tmp_path, *command: str) -> tuple[subprocess.CompletedProcess, list[dict]]:
-    """`python -m COMMAND` with Modal's network end replaced; the outputs volume at tmp_path/volume."""
-    log = tmp_path / "calls.jsonl"
-    log.unlink(missing_ok=True)
-    env = {
-        **os.environ,
-        "CATS_MODEL_OUTPUT_DIR": str(tmp_path / "volume"),
-        "MODAL_OFFLINE_LOG": str(log),
-        "PYTHONPATH": os.pathsep.join([str(TESTS_DIR), os.environ.get("PYTHONPATH", "")]),
-    }
-    result = subprocess.run(
-        [sys.executable, str(TESTS_DIR / "modal_offline.py"), *command],
-        capture_output=True, text=True, timeout=900, env=env,
-    )  # fmt: skip
-    return result, read_log(log)
 
 
 @pytest.mark.slow
