@@ -15,6 +15,7 @@ from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
+from cats_model.cloud.remote import DATA_ENV, OUTPUT_ENV
 from cats_model.cloud.settings import Call
 from cats_model.errors import UserError
 from cats_model.paths import PROJECT_ROOT
@@ -104,8 +105,16 @@ class LocalCalls:
     with the data and outputs mounts pointed at local folders (one data folder for all, as the volume is)."""
 
     def __init__(self, max_parallel: int, data_dir: Path, output_dir: Path):
+        from cats_model.system import available_cpus
+
         self.max_parallel = max_parallel
-        self.mounts = (str(data_dir), str(output_dir))
+        # Each job its share of this machine's cores, as each container has its own: more threads than cores
+        # only spin (four jobs of two threads each on two cores used 2.7 times the CPU time of one job in turn).
+        self.env = {
+            DATA_ENV: str(data_dir),
+            OUTPUT_ENV: str(output_dir),
+            "OMP_NUM_THREADS": str(max(1, available_cpus() // max_parallel)),
+        }
         self._pool: ThreadPoolExecutor | None = None
         self._calls: dict[str, Future] = {}
 
@@ -115,14 +124,14 @@ class LocalCalls:
             yield
 
     def prepare_data(self) -> dict:
-        return _in_fresh_process("prepare_data", (), self.mounts)
+        return _in_fresh_process("prepare_data", (), self.env)
 
     def submit(self, overrides: list[str], run_name: str, call: Call) -> str:
         # No Modal timeout here: a run never stops early.
         call = replace(call, timeout=None, max_containers=None)
         call_id = f"local-{len(self._calls)}"
         self._calls[call_id] = self._pool.submit(
-            _in_fresh_process, "train", (overrides, run_name, call.to_dict()), self.mounts
+            _in_fresh_process, "train", (overrides, run_name, call.to_dict()), self.env
         )
         return call_id
 
@@ -130,14 +139,13 @@ class LocalCalls:
         return self._calls[call_id].result()
 
 
-def _in_fresh_process(function: str, args: tuple, mounts: tuple[str, str]):
+def _in_fresh_process(function: str, args: tuple, env: dict[str, str]):
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as process:
-        return process.submit(call_locally, function, args, mounts).result()
+        return process.submit(call_locally, function, args, env).result()
 
 
-def call_locally(function: str, args: tuple, mounts: tuple[str, str]):
-    """In its own process: the Modal function's body, as a container would run it, on local folders."""
-    from cats_model.cloud.remote import DATA_ENV, OUTPUT_ENV
-
-    os.environ[DATA_ENV], os.environ[OUTPUT_ENV] = mounts
+def call_locally(function: str, args: tuple, env: dict[str, str]):
+    """In its own process: the Modal function's body, as a container would run it, with the mounts (and the
+    training process it starts) set by `env`."""
+    os.environ.update(env)
     return getattr(load_modal_app(), function).local(*args)
