@@ -64,7 +64,7 @@ def ensure_synthetic(root: str | Path, spec: SyntheticSpec) -> Path:
         return root
     if root.exists() and any(root.iterdir()):
         raise UserError(
-            f"{root} holds something other than this synthetic dataset (another spec, or other files): "
+            f"{root} holds something other than a synthetic dataset of this spec (another spec, or other files): "
             "choose another data.root"
         )
     root.parent.mkdir(parents=True, exist_ok=True)
