@@ -105,7 +105,9 @@ def train(
         atomic_write_text(directory / RECORD_FILE, json.dumps(record, indent=2) + "\n")
     # Committed: the call that continues the run starts from this one's last.ckpt.
     if status == "crashed":
-        raise RuntimeError(f"training of run {run_name} failed (exit code {returncode}): {cause}")
+        raise RuntimeError(
+            f"training of run {run_name} failed (exit code {returncode}; its last line: {cause})"
+        )
     if status == "continued":
         result["continued_in"] = continue_run(overrides, run_name, call.next(seconds))
     return result
@@ -150,8 +152,8 @@ def _outcome(returncode: int, cause: str, directory: Path, call: Call, seconds: 
         if spent < ceiling * 3600:
             return "continued", base
         error = (
-            f"run {directory.name} stopped unfinished after {spent / 3600:.1f} h of calls, train.max_hours in "
-            f"modal.yml; continue it with: modal run launch/modal_app.py -- run_name={directory.name}"
+            f"run {directory.name} stopped unfinished after {spent / 3600:.1f} h of calls (train.max_hours in "
+            f"modal.yml); continue it with the same overrides and run_name={directory.name}"
         )
         return "stopped", {**base, "error": error}
     return "crashed", {**base, "error": cause}
