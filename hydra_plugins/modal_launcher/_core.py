@@ -135,9 +135,9 @@ def run_train_calls(launcher, jobs: list[Job], sweep_dir: Path) -> tuple[list[Jo
             for job in todo:
                 overrides, call = plans[job.idx]
                 ids[job.idx] = calls.submit(overrides, job.run_name, call)
-            later = f"; its table, later too: python -m cats_model.cloud summary {sweep}"
+            hint = f"; its table at any time: python -m cats_model.cloud summary {sweep}"
             print(
-                f"sweep {sweep}: {len(todo)} jobs submitted{later * (launcher.backend == 'modal')}",
+                f"sweep {sweep}: {len(todo)} jobs submitted{hint if launcher.backend == 'modal' else ''}",
                 flush=True,
             )
             for job in todo:
