@@ -123,6 +123,15 @@ def test_a_grid_sweep_through_modal_run_makes_one_call_per_job_on_its_gpu(
     assert [c["function"] for c in calls] == ["App.run"]
     assert read_summary(sweep_dir) == rows
 
+    # One epoch more: both jobs run again, each resuming its run on the volume.
+    longer, calls = offline_run(tmp_path, *args, "trainer.max_epochs=2")
+    assert longer.returncode == 0, longer.stderr[-3000:]
+    assert len([c for c in calls if c["function"] == "train"]) == 2
+    for job, run in enumerate(runs):
+        metrics = json.loads((sweep_dir / str(job) / "metrics.json").read_text())
+        assert metrics["epoch"] == 2 and metrics["resumed_from"] == str(run / "checkpoints" / "last.ckpt")
+    rows = read_summary(sweep_dir)[-2:]  # this launch's rows
+
     # Later, from the outputs volume alone: the same table.
     from cats_model.cloud.__main__ import summary
 
