@@ -56,6 +56,8 @@ class TrainSpeed(L.Callback):
             self._val_seconds += synced_now(pl_module.device) - self._val_start
 
     def on_train_epoch_end(self, trainer, pl_module):
+        if self._epoch_start is None:  # an epoch resumed mid-way (from a mid-epoch checkpoint): not measured
+            return
         seconds = synced_now(pl_module.device) - self._epoch_start - self._val_seconds
         self.epochs.append((self._epoch_images, seconds))
         if self.images_per_sec:

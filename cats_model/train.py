@@ -166,6 +166,20 @@ def fit_and_test(cfg: DictConfig, settings: dict, started: float) -> dict:
     return metrics
 
 
+@contextlib.contextmanager
+def out_of_memory_explained(cfg: DictConfig):
+    """CUDA out of memory recurs with the same config: one line to act on, not a crash that Modal would retry."""
+    try:
+        yield
+    except torch.cuda.OutOfMemoryError as err:
+        size = cfg.data.batch_size
+        device = torch.cuda.get_device_name() if torch.cuda.is_available() else "the GPU"
+        raise UserError(
+            f"CUDA out of memory on {device} with data.batch_size={size}: "
+            f"try a smaller batch, e.g. data.batch_size={max(1, size // 2)}"
+        ) from err
+
+
 # An absolute config path: the same configs whether run as `python -m cats_model.train` or called from
 # another module (the Modal entrypoint's sweeps).
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
@@ -174,11 +188,13 @@ def main(cfg: DictConfig) -> float | None:
     # job, reported by the launcher.
     hydra_cfg = HydraConfig.get()
     if hydra_cfg.mode == RunMode.MULTIRUN:
-        metrics = train(cfg)
+        with out_of_memory_explained(cfg):
+            metrics = train(cfg)
     else:
         with (
             exit_on_user_error(),
             removed_if_failed_empty(hydra_cfg.runtime.output_dir, f"{hydra_cfg.job.name}.log"),
+            out_of_memory_explained(cfg),
         ):
             metrics = train(cfg)
     # Sweepers such as Optuna minimise or maximise what the task returns.

@@ -1,15 +1,18 @@
-"""The Modal app: `modal run launch/modal_app.py -- trainer.max_epochs=20`.
+"""The Modal app: `modal run launch/modal_app.py -- trainer.max_epochs=20`; `modal serve launch/modal_app.py` for
+TensorBoard.
 
 Every setting comes from modal.yml and every dependency from pyproject.toml; the functions are thin shells
 over cats_model.cloud.remote, whose bodies tests run offline with `.local()`.
 """
 
 import shlex
+import sys
 
 import modal
 
 from cats_model.cloud import entry, remote
-from cats_model.cloud.settings import MODAL_YML, PYPROJECT, dependencies, load_settings, split_torch
+from cats_model.cloud.calls import ModalCalls
+from cats_model.cloud.settings import MODAL_YML, PYPROJECT, Call, dependencies, load_settings, split_torch
 from cats_model.paths import CONFIG_DIR
 
 settings = load_settings()
@@ -50,9 +53,16 @@ PREPARE_DATA_OPTIONS = dict(
     retries=settings.prepare_data["retries"],
     volumes={data_mount: data_volume},
 )
-
 # The benchmark runs on the hardware training gets.
 BENCH_OPTIONS = {key: TRAIN_OPTIONS[key] for key in ("gpu", "cpu", "memory", "timeout", "volumes")}
+# Reading the outputs volume: fetching a run, a sweep's summary, TensorBoard.
+TOOL_OPTIONS = dict(
+    cpu=settings.tools["cpu"],
+    memory=settings.tools["memory"],
+    timeout=settings.tools["timeout"],
+    volumes={outputs_mount: outputs_volume},
+)
+TENSORBOARD_OPTIONS = dict(**TOOL_OPTIONS, max_containers=settings.tensorboard["max_containers"])
 
 
 def _commit(volume: modal.Volume):
@@ -66,20 +76,31 @@ def prepare_data() -> dict:
 
 
 @app.function(**TRAIN_OPTIONS)
-def train(overrides: list[str], run_name: str | None = None) -> dict:
+def train(overrides: list[str], run_name: str | None = None, call: dict | None = None) -> dict:
     # Without a name, the call's id names the run: a retry of this same call resumes the same folder.
     run_name = run_name or f"call-{(modal.current_function_call_id() or remote.fresh_run_name())[-12:]}"
     result = remote.train(
         overrides,
         run_name,
-        gpu_count=settings.gpu_count,
+        call or settings.call().to_dict(),
         commit=_commit(outputs_volume),
         commit_interval=settings.train["commit_interval"],
+        continue_run=_continue_run,
     )
-    # ImageNet weights and the decoded-image cache made by this run stay for the next runs.
+    _commit_data()
+    return result
+
+
+def _continue_run(overrides: list[str], run_name: str, call: Call) -> str:
+    """Submitted from the container: the run goes on on Modal's side, whatever became of the caller."""
+    _commit_data()
+    return ModalCalls(sys.modules[__name__]).submit(overrides, run_name, call)
+
+
+def _commit_data() -> None:
+    # ImageNet weights and the decoded-image cache made by a run stay for the next runs.
     if commit_data := _commit(data_volume):
         commit_data()
-    return result
 
 
 @app.function(**BENCH_OPTIONS)
@@ -88,6 +109,26 @@ def bench(args: str = "") -> dict:
     return remote.bench(shlex.split(args), commit=_commit(outputs_volume))
 
 
+@app.function(**TOOL_OPTIONS)
+def read_run(run_name: str) -> dict:
+    """A run's metrics, config, best checkpoint and plots: `python -m cats_model.cloud fetch NAME`."""
+    return remote.read_run(run_name)
+
+
+@app.function(**TOOL_OPTIONS)
+def sweep_summary(sweep: str) -> dict:
+    """A sweep's table from the outputs volume: `python -m cats_model.cloud summary SWEEP`."""
+    return remote.sweep_summary(sweep)
+
+
+@app.function(**TENSORBOARD_OPTIONS)
+@modal.concurrent(max_inputs=settings.tensorboard["concurrent_inputs"])
+@modal.wsgi_app()
+def tensorboard():
+    """`modal serve launch/modal_app.py`: TensorBoard over every run on the outputs volume, at a URL."""
+    return remote.tensorboard(reload=outputs_volume.reload if remote.in_container() else None)
+
+
 @app.local_entrypoint()
 def main(*args: str):
-    entry.main(args, prepare_data=prepare_data.remote, train=train.remote)
+    entry.main(args, ModalCalls(sys.modules[__name__]))

@@ -55,6 +55,14 @@ def isolated_hydra(hydra_restore_singletons):
 @pytest.fixture(scope="session")
 def modal_app():
     """launch/modal_app.py, imported as Modal's CLI would (no Modal token needed)."""
-    from cats_model.cloud.entry import load_modal_app
+    from cats_model.cloud.calls import load_modal_app
 
     return load_modal_app()
+
+
+@pytest.fixture
+def offline(monkeypatch):
+    """Modal's network end replaced (tests/modal_offline.py): calls run their function bodies via .local()."""
+    from modal_offline import OfflineModal
+
+    return OfflineModal().install(monkeypatch.setattr)

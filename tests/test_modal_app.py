@@ -1,19 +1,27 @@
 """launch/modal_app.py against modal.yml and pyproject.toml, and its function bodies run offline with .local()."""
 
 import json
+import os
 import re
 import subprocess
 import sys
+import time
 
 import pytest
 import yaml
 from conftest import FAST
 
 from cats_model.cloud import entry
-from cats_model.cloud.settings import MODAL_YML, dependencies, split_torch
+from cats_model.cloud.calls import ModalCalls
+from cats_model.cloud.overrides import single_run, split_launch, split_run_name
+from cats_model.cloud.remote import fresh_run_name
+from cats_model.cloud.settings import MODAL_YML, dependencies, load_settings, split_torch
+from cats_model.config import compose_train_config
+from cats_model.errors import UserError
 from cats_model.paths import PROJECT_ROOT
 
 APP_FILE = PROJECT_ROOT / "launch" / "modal_app.py"
+TESTS_DIR = PROJECT_ROOT / "tests"
 # The CPU variant of a remote run: the function picks trainer=gpu, the overrides move it to the CPU.
 REMOTE_CPU = [o for o in FAST if not o.startswith("trainer=")] + ["trainer.accelerator=cpu"]
 
@@ -28,6 +36,16 @@ def mounts(tmp_path, monkeypatch, data_dir):
     """The volumes' mount points redirected to local folders."""
     monkeypatch.setenv("CATS_MODEL_OUTPUT_DIR", str(tmp_path / "outputs"))
     return data_dir, tmp_path / "outputs"
+
+
+@pytest.fixture
+def tests_importable(monkeypatch):
+    """Training processes can load the test callbacks (tests/ on their PYTHONPATH)."""
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(TESTS_DIR), os.environ.get("PYTHONPATH", "")]))
+
+
+def call(**fields) -> dict:
+    return load_settings().call(**fields).to_dict()
 
 
 def test_app_and_functions_match_modal_yml(modal_app, declared):
@@ -62,6 +80,16 @@ def test_app_and_functions_match_modal_yml(modal_app, declared):
     assert modal_app.PREPARE_DATA_OPTIONS["retries"] == declared["prepare_data"]["retries"]
     assert modal_app.PREPARE_DATA_OPTIONS["timeout"] == declared["prepare_data"]["timeout"]
 
+    for tool in (modal_app.read_run, modal_app.sweep_summary, modal_app.tensorboard):
+        spec = tool._spec_
+        assert spec.gpus is None and (spec.cpu, spec.memory) == (
+            declared["tools"]["cpu"],
+            declared["tools"]["memory"],
+        )
+        assert {m: v.name for m, v in spec.volumes.items()} == {"/outputs": "cats-model-outputs"}
+    assert modal_app.TOOL_OPTIONS["timeout"] == declared["tools"]["timeout"]
+    assert modal_app.TENSORBOARD_OPTIONS["max_containers"] == declared["tensorboard"]["max_containers"]
+
 
 def test_image_installs_exactly_the_pyproject_dependencies(modal_app):
     assert modal_app.torch_requirements + modal_app.other_requirements == sorted(
@@ -95,39 +123,168 @@ def test_modal_run_without_credentials_fails_fast_with_modals_message(tmp_path):
     assert "Token missing" in result.stdout + result.stderr
 
 
-def test_run_name_and_overrides_are_separated():
-    assert entry.split_run_name(("--", "run_name=r7", "trainer.max_epochs=20")) == (
-        ["trainer.max_epochs=20"],
-        "r7",
+def test_run_name_gpu_and_timeout_are_separated_from_the_training_overrides():
+    assert split_run_name(("--", "run_name=r7", "trainer.max_epochs=20")) == (["trainer.max_epochs=20"], "r7")
+    assert split_run_name(("model=resnet34",)) == (["model=resnet34"], None)
+    assert split_launch(["gpu=A100", "trainer.max_epochs=3", "timeout=7200"]) == (
+        ["trainer.max_epochs=3"],
+        {"gpu": "A100", "timeout": "7200"},
     )
-    assert entry.split_run_name(("model=resnet34",)) == (["model=resnet34"], None)
-    assert re.fullmatch(r"\d{8}-\d{6}-[0-9a-f]{4}", entry.fresh_run_name())
+    assert re.fullmatch(r"\d{8}-\d{6}-[0-9a-f]{4}", fresh_run_name())
 
 
-def test_bad_overrides_fail_before_any_modal_call(mounts, capsys):
-    calls = []
-    with pytest.raises(SystemExit) as exit_info:
-        entry.main(
-            ("model=resnet999",),
-            prepare_data=lambda: calls.append("prepare"),
-            train=lambda *a: calls.append("train"),
-        )
-    assert exit_info.value.code == 1 and calls == []
-    assert "Could not find 'model/resnet999'" in capsys.readouterr().err
+def test_a_call_takes_its_gpu_and_timeout_from_the_overrides_or_modal_yml(declared):
+    settings = load_settings()
+    default = settings.call()
+    assert (default.gpu, default.timeout) == (declared["train"]["gpu"], declared["train"]["timeout"])
+    chosen = settings.call("a10g:2", "7200", max_containers=4)
+    assert chosen.options() == {"gpu": "a10g:2", "timeout": 7200, "max_containers": 4}
+    assert chosen.gpu_count == 2
+    prices = declared["prices"]
+    assert settings.hourly_price("A100") == pytest.approx(
+        prices["gpu"]["A100"] + prices["cpu_core"] * 8 + prices["memory_gib"] * 32
+    )
+    assert settings.hourly_price("A10G:2") - settings.hourly_price("A10G") == pytest.approx(
+        prices["gpu"]["A10G"]
+    )
+    for gpu, timeout, message in (
+        ("A1OO", None, "gpu=A1OO is not a GPU type of modal.yml"),
+        ("T4:0", None, "gpu=T4:0 is not a GPU type"),
+        (None, "10", "timeout=10 must be a whole number of seconds above"),
+        (None, "90000", "at most 86400"),
+        (None, "1h", "timeout=1h must be"),
+    ):
+        with pytest.raises(UserError, match=message):
+            settings.call(gpu, timeout)
+
+
+def test_a_remote_call_is_one_run_never_a_sweep():
+    trial = [
+        "optimizer.lr=0.001",
+        "hparams_search=optuna_lr",
+        "hydra.sweeper.n_trials=2",
+        "~hydra.sweeper.params.model",
+    ]
+    overrides = single_run(
+        [*trial, "hydra/launcher=modal", "hydra.launcher.backend=local", "gpu=T4", "timeout=900"]
+    )
+    assert overrides == ["optimizer.lr=0.001", "hydra.mode=RUN"]
+    cfg = compose_train_config(overrides)
+    assert str(cfg.hydra.mode) == "RunMode.RUN" and "BasicSweeper" in cfg.hydra.sweeper._target_
+
+
+def test_bad_overrides_fail_before_any_modal_call(offline, modal_app, mounts, capsys):
+    for args, message in (
+        (("model=resnet999",), "Could not find 'model/resnet999'"),
+        (("gpu=A1OO",), "gpu=A1OO is not a GPU type"),
+        (("paths.output_dir=/",), "paths.output_dir=/ cannot be set for a Modal run"),
+    ):
+        with pytest.raises(SystemExit) as exit_info:
+            entry.main(args, ModalCalls(modal_app))
+        assert exit_info.value.code == 1
+        assert message in capsys.readouterr().err
+    assert offline.calls == []
+
+
+def test_deterministic_errors_are_returned_not_raised_so_modal_never_retries_them(
+    modal_app, mounts, tmp_path
+):
+    cpu = ["model=mobilenet_v3_small", "model.pretrained=false", "trainer.accelerator=cpu"]
+    missing = modal_app.train.local(
+        [*cpu, "data=cat_breeds", f"data.root={tmp_path}/none"], "missing", call()
+    )
+    assert missing["error"].startswith("no Oxford-IIIT Pet dataset at")
+    typo = modal_app.train.local([*cpu, "trainer.max_epoch=3"], "bad", call())
+    assert "trainer.max_epoch" in typo["error"]
+    assert modal_app.train.local(cpu, "../escape", call())["error"].startswith("run name '../escape'")
+    assert modal_app.train.local(cpu, "abc\n", call())["error"].startswith("run name 'abc\\n'")
+    for fixed in ("paths.output_dir=/", "paths.checkpoint_dir=/tmp/x", "hydra.run.dir=/tmp/y"):
+        assert "cannot be set for a Modal run" in modal_app.train.local([*cpu, fixed], "bad", call())["error"]
+    assert not (mounts[1] / "runs" / "bad").exists()  # refused before anything ran
+    assert json.loads((mounts[1] / "runs" / "missing" / "launch.json").read_text())["status"] == "failed"
+
+
+@pytest.mark.slow
+def test_the_training_process_says_why_it_failed_and_only_crashes_raise(
+    modal_app, mounts, tests_importable, tmp_path
+):
+    # The training process's own user error comes back as its one line.
+    result = modal_app.train.local([*REMOTE_CPU, "optimizer.name=nonexistent"], "typo", call())
+    assert "unknown optimizer 'nonexistent'" in result["error"] and "\n" not in result["error"]
+    assert json.loads((mounts[1] / "runs" / "typo" / "launch.json").read_text())["status"] == "failed"
+
+    # CUDA out of memory recurs on every attempt: one line naming the batch size, never a retried crash.
+    oom = [*REMOTE_CPU, "+callbacks.oom._target_=oom_fault.OutOfMemoryAtFirstBatch"]
+    result = modal_app.train.local(oom, "oom", call())
+    assert result["error"].startswith("CUDA out of memory on ")
+    assert "data.batch_size=16: try a smaller batch, e.g. data.batch_size=8" in result["error"]
+
+    # A killed training process is a crash: raised, so that Modal retries the call (which resumes the run).
+    kill = [
+        *REMOTE_CPU, "+callbacks.fault._target_=faults.KillAt", "+callbacks.fault.point=train_batch",
+        "+callbacks.fault.epoch=0", f"+callbacks.fault.marker={tmp_path / 'killed'}",
+    ]  # fmt: skip
+    with pytest.raises(RuntimeError, match="training of run crash failed \\(exit code -9; its last line: "):
+        modal_app.train.local(kill, "crash", call())
+    assert json.loads((mounts[1] / "runs" / "crash" / "launch.json").read_text())["status"] == "crashed"
+    assert modal_app.train.local(kill, "crash", call())["epoch"] == 1  # the retry finishes the run
 
 
 @pytest.mark.slow
 def test_train_local_writes_the_run_then_resumes_it(modal_app, mounts):
     _, outputs = mounts
-    first = modal_app.train.local(REMOTE_CPU, "r1")
+    first = modal_app.train.local(REMOTE_CPU, "r1", call())
     run = outputs / "runs" / "r1"
     assert (run / "checkpoints" / "last.ckpt").is_file()
     assert json.loads((run / "metrics.json").read_text())["epoch"] == 1
     assert first["run_name"] == "r1" and first["epoch"] == 1 and first["resumed_from"] is None
+    assert list((run / "tensorboard").glob("events.out.tfevents.*"))  # logger=[csv,tensorboard] on Modal
 
-    second = modal_app.train.local([*REMOTE_CPU, "trainer.max_epochs=2"], "r1")
+    second = modal_app.train.local([*REMOTE_CPU, "trainer.max_epochs=2"], "r1", call())
     assert second["resumed_from"] == str(run / "checkpoints" / "last.ckpt")
     assert second["epoch"] == 2 and second["global_step"] == 2 * first["global_step"]
+
+
+@pytest.mark.slow
+def test_a_call_stops_before_its_timeout_and_the_run_continues_in_a_new_call(
+    offline, modal_app, mounts, capsys, declared
+):
+    # A timeout just past the stop margin: each call stops after its first training batch, saving last.ckpt.
+    # Two batches per epoch (60 training images, batch 24): the first call trains one, the second the other.
+    timeout = declared["train"]["stop_before_timeout"] + 1
+    overrides = [*REMOTE_CPU, "data.batch_size=24", f"timeout={timeout}", "gpu=L4", "run_name=long"]
+    result = entry.main(overrides, ModalCalls(modal_app))
+    spawns = [c for c in offline.calls if c.get("how") == "spawn"]
+    assert [(c["gpu"], c["timeout"], c["args"][2]["segment"]) for c in spawns] == [
+        ("L4", timeout, 1),
+        ("L4", timeout, 2),
+    ]
+    assert spawns[1]["args"][2]["spent_s"] > 0
+    assert result["calls"] == 2 and result["epoch"] == 1 and result["global_step"] == 2
+    assert result["resumed_from"].endswith("runs/long/checkpoints/last.ckpt")
+    record = json.loads((mounts[1] / "runs" / "long" / "launch.json").read_text())
+    assert (
+        record["status"] == "completed"
+        and record["segment"] == 2
+        and record["container_s"] == result["container_s"]
+    )
+    out = capsys.readouterr().out
+    assert "run long: call 1 stopped before its timeout, call 2 continues it" in out
+    assert f"in 2 calls, about ${load_settings().cost(result['container_s'], 'L4'):.2f} on L4" in out
+
+
+@pytest.mark.slow
+def test_a_run_stops_at_the_ceiling_of_modal_yml(modal_app, mounts, declared):
+    ceiling = declared["train"]["max_hours"] * 3600
+    spent = call(timeout=declared["train"]["stop_before_timeout"] + 1)
+    spent["spent_s"] = (
+        ceiling  # earlier calls used it all: this one stops at its deadline, and nothing follows
+    )
+    result = modal_app.train.local(REMOTE_CPU, "ceiling", spent)
+    assert "stopped unfinished after" in result["error"] and "train.max_hours" in result["error"]
+    assert "continued_in" not in result
+    assert json.loads((mounts[1] / "runs" / "ceiling" / "launch.json").read_text())["status"] == "stopped"
+    assert (mounts[1] / "runs" / "ceiling" / "checkpoints" / "last.ckpt").is_file()
 
 
 @pytest.mark.slow
@@ -141,40 +298,80 @@ def test_bench_local_writes_its_table_to_the_outputs_volume(modal_app, mounts):
     assert results["machine"]["image_size"] == 48  # the arguments reached the benchmark
 
 
-def test_a_user_error_is_returned_not_raised_so_modal_never_retries_it(modal_app, mounts, tmp_path):
-    cpu = ["model=mobilenet_v3_small", "model.pretrained=false", "trainer.accelerator=cpu"]
-    missing = modal_app.train.local([*cpu, "data=cat_breeds", f"data.root={tmp_path}/none"], "bad")
-    assert missing["error"].startswith("no Oxford-IIIT Pet dataset at")
-    typo = modal_app.train.local([*cpu, "trainer.max_epoch=3"], "bad")
-    assert "trainer.max_epoch" in typo["error"]
-    assert modal_app.train.local(cpu, "../escape")["error"].startswith("run name '../escape'")
-
-
-@pytest.mark.slow
-def test_entrypoint_runs_the_same_path_offline(modal_app, mounts, capsys):
-    calls = []
-
-    def prepare():
-        calls.append("prepare")
-
-    result = entry.main(
-        ("--", *REMOTE_CPU, "run_name=cli"), prepare_data=prepare, train=modal_app.train.local
-    )
-    assert calls == []  # synthetic data: nothing to download
-    assert result["run_name"] == "cli" and result["epoch"] == 1
-    out = capsys.readouterr().out
-    assert (
-        f"modal volume get cats-model-outputs runs/cli/checkpoints/{result['best_model_path'].rsplit('/', 1)[1]} ."
-        in out
-    )
-    assert "modal run launch/modal_app.py -- run_name=cli" in out
-
-
 def test_only_runs_on_oxford_data_prepare_the_data_volume():
-    from cats_model.config import compose_train_config
-
     def needs(*overrides):
         return entry.needs_oxford_download(compose_train_config(list(overrides)))
 
     assert needs() and needs("data=cat_vs_other")
     assert not needs("data=synthetic") and not needs("data=folder", "data.root=/photos")
+
+
+LOADED_FUNCTIONS = """
+import json, sys
+{load}
+print(json.dumps({{name: f._source_info_.is_serialized() for name, f in module.app.registered_functions.items()}}))
+"""
+
+
+@pytest.mark.parametrize(
+    "load",
+    [
+        # `modal run launch/modal_app.py`: Modal's CLI loads the file (modal/cli/import_refs.py).
+        "from modal.cli.import_refs import ImportRef, import_file_or_module\n"
+        f"module = import_file_or_module(ImportRef({str(APP_FILE)!r}, use_module_mode=False))",
+        # `python -m cats_model.train -m hydra/launcher=modal`: the launcher loads it.
+        "from cats_model.cloud.calls import load_modal_app\nmodule = load_modal_app()",
+    ],
+    ids=["modal-cli", "launcher"],
+)
+def test_no_function_is_shipped_pickled_by_value_on_any_load_path(modal_app, load):
+    by_pytest = {
+        name: f._source_info_.is_serialized() for name, f in modal_app.app.registered_functions.items()
+    }
+    assert set(by_pytest) == {"prepare_data", "train", "bench", "read_run", "sweep_summary", "tensorboard"}
+    result = subprocess.run(
+        [sys.executable, "-c", LOADED_FUNCTIONS.format(load=load)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    loaded = json.loads(result.stdout.splitlines()[-1])
+    assert loaded == by_pytest and not any(loaded.values())
+
+
+def test_the_commit_watcher_survives_a_failed_commit_and_a_failed_final_commit_raises(tmp_path):
+    from cats_model.cloud.remote import CheckpointCommitter
+
+    commits = []
+
+    def flaky_commit():
+        commits.append("tried")
+        if len(commits) == 1:
+            raise OSError("the volume refused the commit")
+
+    folder = tmp_path / "checkpoints"
+    with CheckpointCommitter(folder, flaky_commit, interval=0.05):
+        folder.mkdir()
+        (folder / "last.ckpt").write_bytes(b"epoch 1")
+        for _ in range(200):  # the watcher commits the new file, fails once, and tries again
+            if len(commits) >= 2:
+                break
+            time.sleep(0.05)
+    assert len(commits) >= 3  # the failure, the retry, and the final commit
+
+    def broken_commit():
+        raise OSError("the volume is gone")
+
+    with pytest.raises(
+        RuntimeError, match="could not be committed to the outputs volume: the volume is gone"
+    ):
+        with CheckpointCommitter(folder, broken_commit, interval=60):
+            pass
+
+
+def test_the_readme_sample_cost_follows_from_modal_yml():
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    sample = entry.report({"run_name": "x", "container_s": 512, "calls": 1, "gpu": "T4"})
+    cost_line = sample.splitlines()[0].split("test/acc None, ")[1]  # "512 s in 1 call, about $... on T4"
+    assert cost_line in readme

@@ -1,4 +1,10 @@
-"""Hydra multirun through the Modal launcher plugin: Hydra's own launcher suites, then real sweeps offline."""
+"""Hydra multirun through the Modal launcher plugin: Hydra's own launcher suites, then real sweeps offline.
+
+The Modal backend's sweeps run as a user starts them, in processes of their own (`python -m cats_model.train -m`,
+and `modal run launch/modal_app.py -- -m` through Modal's own CLI), with only Modal's network end replaced
+(tests/modal_offline.py): every call runs the real function body, and a function that Modal would ship pickled
+by value fails the run.
+"""
 
 import json
 import subprocess
@@ -11,9 +17,11 @@ from hydra.core.singleton import Singleton
 from hydra.plugins.launcher import Launcher
 from hydra.test_utils.launcher_common_tests import IntegrationTestSuite, LauncherTestSuite
 from hydra.version import VersionBase
-from test_modal_app import REMOTE_CPU
+from modal_offline import offline_run
+from test_modal_app import APP_FILE, REMOTE_CPU
 
-from cats_model.cloud import entry
+from cats_model.cloud.calls import ModalCalls
+from cats_model.cloud.settings import load_settings
 
 
 @pytest.fixture(autouse=True)
@@ -29,7 +37,7 @@ def test_the_launcher_is_discovered():
 
 @pytest.mark.parametrize("launcher_name, overrides", [("modal", ["hydra.launcher.backend=local"])])
 class TestModalLauncherLocalBackend(LauncherTestSuite):
-    """Hydra's launcher conformance suite, against the local backend."""
+    """Hydra's launcher conformance suite, against the local backend (other apps' task functions)."""
 
 
 @pytest.mark.parametrize(
@@ -50,60 +58,117 @@ def read_summary(sweep_dir):
 
 
 @pytest.mark.slow
-def test_local_backend_sweep_writes_every_job_and_a_summary(tmp_path):
+def test_local_backend_runs_the_function_bodies_and_isolates_a_failing_job(tmp_path, monkeypatch):
+    monkeypatch.setenv("CATS_MODEL_OUTPUT_DIR", str(tmp_path / "outputs"))
     sweep_dir = tmp_path / "sweep"
-    overrides = [o for o in FAST if not o.startswith("trainer.max_epochs")]
     result = subprocess.run(
         [sys.executable, "-m", "cats_model.train", "-m", "hydra/launcher=modal", "hydra.launcher.backend=local",
-         *overrides, "trainer.max_epochs=1,2", f"hydra.sweep.dir={sweep_dir}"],
+         *FAST, "optimizer.name=adamw,nonexistent", f"hydra.sweep.dir={sweep_dir}"],
         capture_output=True, text=True, timeout=900,
     )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    for job, epochs in ((0, 1), (1, 2)):
-        metrics = json.loads((sweep_dir / str(job) / "metrics.json").read_text())
-        assert metrics["epoch"] == epochs
-        assert (sweep_dir / str(job) / "checkpoints" / "last.ckpt").is_file()
-    rows = read_summary(sweep_dir)
-    assert [r["status"] for r in rows] == ["completed", "completed"]
-    assert sum(r["best"] for r in rows) == 1
-    best = max(rows, key=lambda r: r["val/acc_best"])
-    assert best["best"] and "trainer.max_epochs=" in best["overrides"]
-    header = (sweep_dir / "summary.csv").read_text().splitlines()[0]
-    assert header.startswith("job,overrides,status,val/acc_best,test/acc,duration_s,cost_usd,best")
-    assert "best by val/acc_best" in result.stdout
-
-
-@pytest.mark.slow
-def test_modal_backend_fans_out_train_calls_isolates_failures_and_resumes(
-    modal_app, tmp_path, monkeypatch, capsys
-):
-    monkeypatch.setenv("CATS_MODEL_OUTPUT_DIR", str(tmp_path / "volume"))
-    sweep_dir = tmp_path / "sweep"
-    # `modal run launch/modal_app.py -- -m ...` takes this path; .local() stands in for .remote().
-    args = ("--", "-m", *REMOTE_CPU, "optimizer.name=adamw,nonexistent", f"hydra.sweep.dir={sweep_dir}")
-    with pytest.raises(SystemExit) as failed:  # Hydra ends a sweep with a failed job non-zero, after all ran
-        entry.main(args, prepare_data=modal_app.prepare_data.local, train=modal_app.train.local)
-    assert failed.value.code != 0
+    assert result.returncode != 0  # Hydra ends a sweep with a failed job non-zero, after all ran
     rows = read_summary(sweep_dir)
     assert [r["status"] for r in rows] == ["completed", "failed"]
     assert "unknown optimizer 'nonexistent'" in rows[1]["error"]
-    assert rows[0]["best"] and rows[0]["cost_usd"] > 0
-    run_names = sorted(p.name for p in (tmp_path / "volume" / "runs").iterdir())
-    assert len(run_names) == 2 and run_names[0] != run_names[1]
-    first = json.loads((sweep_dir / "0" / "metrics.json").read_text())
-    assert first["run_dir"].startswith(str(tmp_path / "volume" / "runs"))
-    assert first["resumed_from"] is None
-
-    # The same sweep again (same sweep dir), one epoch longer: each job resumes its run on the volume.
-    args = ("-m", *REMOTE_CPU, "trainer.max_epochs=2", f"hydra.sweep.dir={sweep_dir}")
-    entry.main(args, prepare_data=modal_app.prepare_data.local, train=modal_app.train.local)
-    again = json.loads((sweep_dir / "0" / "metrics.json").read_text())
-    assert again["run_dir"] == first["run_dir"]
-    assert again["resumed_from"] == first["run_dir"] + "/checkpoints/last.ckpt" and again["epoch"] == 2
+    assert rows[0]["best"] and rows[0]["cost_usd"] is None  # nothing paid on this machine
+    # Each job's run lives where a Modal call puts it, the outputs folder standing for the volume.
+    runs = sorted((tmp_path / "outputs" / "runs").iterdir())
+    assert [r.name.rsplit("-", 1)[1] for r in runs] == ["0", "1"]
+    assert (runs[0] / "checkpoints" / "last.ckpt").is_file()
+    assert json.loads((sweep_dir / "0" / "metrics.json").read_text())["run_dir"] == str(runs[0])
+    header = (sweep_dir / "summary.csv").read_text().splitlines()[0]
+    assert header.startswith("job,overrides,status,val/acc_best,test/acc,duration_s,cost_usd,best")
 
 
 @pytest.mark.slow
-def test_optuna_sweeper_drives_the_launcher(tmp_path):
+def test_a_grid_sweep_through_modal_run_makes_one_call_per_job_on_its_gpu(
+    tmp_path, modal_app, offline, monkeypatch
+):
+    sweep_dir = tmp_path / "grid"
+    args = (
+        "modal",
+        "run",
+        str(APP_FILE),
+        "--",
+        "-m",
+        *REMOTE_CPU,
+        "gpu=T4,L4",
+        f"hydra.sweep.dir={sweep_dir}",
+    )
+    result, calls = offline_run(tmp_path, *args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert calls[0] == {
+        "function": "App.run",
+        "detach": False,
+    }  # `modal run` started the app, not the launcher
+    trains = calls[1:]
+    assert [(c["how"], c["gpu"], c["max_containers"]) for c in trains] == [
+        ("spawn", "T4", 8),
+        ("spawn", "L4", 8),
+    ]
+    assert all("gpu=T4" not in c["args"][0] and "gpu=L4" not in c["args"][0] for c in trains)
+    # One training per call: one run each on the volume, no sweep of their own.
+    runs = sorted((tmp_path / "volume" / "runs").iterdir())
+    assert len(runs) == 2 and all((run / "metrics.json").is_file() for run in runs)
+    assert not (tmp_path / "volume" / "sweeps").exists()
+    rows = read_summary(sweep_dir)
+    settings = load_settings()
+    for row, gpu in zip(rows, ("T4", "L4")):
+        assert row["status"] == "completed"
+        assert row["cost_usd"] == round(settings.cost(row["duration_s"], gpu), 4) > 0
+
+    # The same sweep again: nothing is trained or tested again, and the table is the same.
+    again, calls = offline_run(tmp_path, *args)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert [c["function"] for c in calls] == ["App.run"]
+    assert read_summary(sweep_dir) == rows
+
+    # One epoch more: both jobs run again, each resuming its run on the volume.
+    longer, calls = offline_run(tmp_path, *args, "trainer.max_epochs=2")
+    assert longer.returncode == 0, longer.stderr[-3000:]
+    assert len([c for c in calls if c["function"] == "train"]) == 2
+    for job, run in enumerate(runs):
+        metrics = json.loads((sweep_dir / str(job) / "metrics.json").read_text())
+        assert metrics["epoch"] == 2 and metrics["resumed_from"] == str(run / "checkpoints" / "last.ckpt")
+    rows = read_summary(sweep_dir)[-2:]  # this launch's rows
+
+    # Later, from the outputs volume alone: the same table.
+    from cats_model.cloud.__main__ import summary
+
+    monkeypatch.setenv("CATS_MODEL_OUTPUT_DIR", str(tmp_path / "volume"))
+    sweep = runs[0].name.rsplit("-", 1)[0]
+    remote_rows = summary(sweep, ModalCalls(modal_app))
+    assert [(r["job"], r["status"], r["val/acc_best"], r["cost_usd"]) for r in remote_rows] == [
+        (r["job"], r["status"], r["val/acc_best"], r["cost_usd"]) for r in rows
+    ]
+
+
+@pytest.mark.slow
+def test_optuna_on_the_modal_backend_trains_one_model_per_trial(tmp_path):
+    sweep_dir = tmp_path / "optuna"
+    result, calls = offline_run(
+        tmp_path, "cats_model.train", "hparams_search=optuna_lr", "hydra/launcher=modal",
+        "hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=2", "~hydra.sweeper.params.model",
+        "hydra.launcher.detach=true", *REMOTE_CPU, f"hydra.sweep.dir={sweep_dir}",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    # The launcher starts the app itself (detached: the jobs outlive this process), then one call per trial.
+    assert [(c["function"], c.get("detach")) for c in calls] == [
+        ("App.run", True),
+        ("train", None),
+        ("train", None),
+    ]
+    runs = list((tmp_path / "volume" / "runs").iterdir())
+    assert len(runs) == 2 and all((run / "metrics.json").is_file() for run in runs)
+    assert not (tmp_path / "volume" / "sweeps").exists()
+    rows = read_summary(sweep_dir)
+    assert len(rows) == 2 and all(r["status"] == "completed" for r in rows)
+    assert "best_value" in (sweep_dir / "optimization_results.yaml").read_text()
+
+
+@pytest.mark.slow
+def test_optuna_sweeper_drives_the_local_backend(tmp_path, monkeypatch):
+    monkeypatch.setenv("CATS_MODEL_OUTPUT_DIR", str(tmp_path / "outputs"))
     sweep_dir = tmp_path / "optuna"
     result = subprocess.run(
         [sys.executable, "-m", "cats_model.train", "hparams_search=optuna_lr", "hydra/launcher=modal",
@@ -114,4 +179,5 @@ def test_optuna_sweeper_drives_the_launcher(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     rows = read_summary(sweep_dir)
     assert len(rows) == 2 and all(r["status"] == "completed" for r in rows)
+    assert len(list((tmp_path / "outputs" / "runs").iterdir())) == 2
     assert "best_value" in (sweep_dir / "optimization_results.yaml").read_text()

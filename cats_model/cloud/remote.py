@@ -1,7 +1,8 @@
 """The bodies of the Modal functions as plain functions: launch/modal_app.py wraps them, tests run them via .local().
 
 Mount points come from CATS_MODEL_DATA_DIR / CATS_MODEL_OUTPUT_DIR (the image sets them to the volumes of
-modal.yml; tests point them at temporary folders), so the same body runs in a container and on a laptop.
+modal.yml; tests and the local sweep backend point them at local folders), so the same body runs in a container
+and on a laptop.
 """
 
 import json
@@ -11,16 +12,23 @@ import secrets
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
+from cats_model.atomic import atomic_write_text
+from cats_model.cloud.deadline import CONTINUE_EXIT
+from cats_model.cloud.overrides import check_not_fixed, key, single_run
+from cats_model.cloud.settings import Call, load_settings
 from cats_model.config import compose_train_config
 from cats_model.errors import UserError
 
 DATA_ENV, OUTPUT_ENV = "CATS_MODEL_DATA_DIR", "CATS_MODEL_OUTPUT_DIR"
 USER_ERROR_EXIT = 2  # what `python -m cats_model.train` exits with on a UserError
-RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+RECORD_FILE = "launch.json"  # a run's calls on the volume: overrides, GPU, status, container seconds
+HYDRA_HINT = "Set the environment variable HYDRA_FULL_ERROR=1"
 
 
 def data_dir() -> Path:
@@ -42,7 +50,7 @@ def fresh_run_name() -> str:
 
 
 def run_dir(run_name: str) -> Path:
-    if not RUN_NAME.match(run_name):
+    if not RUN_NAME.fullmatch(run_name):
         raise UserError(f"run name {run_name!r} must be letters, digits, '.', '_' or '-' (at most 100)")
     return output_dir() / "runs" / run_name
 
@@ -62,39 +70,93 @@ def prepare_data(commit: Callable[[], None] | None) -> dict:
 def train(
     overrides: list[str],
     run_name: str,
-    gpu_count: int = 1,
+    call: dict,
     commit: Callable[[], None] | None = None,
     commit_interval: float = 15.0,
+    continue_run: Callable[[list[str], str, Call], str] | None = None,
 ) -> dict:
     """Run `python -m cats_model.train` on the run's folder (resuming it) and return its metrics.
 
     Training runs in a child process so that Lightning's DDP relaunches `cats_model.train`, not Modal's own
-    entrypoint. A user error comes back as {"error": ...} instead of an exception, so Modal never retries it.
+    entrypoint. What fails the same way on every attempt (a bad override, a user error of the child, CUDA out of
+    memory) comes back as {"error": ...}, so Modal never retries it; only crashes raise. A call that reaches its
+    deadline a margin before its timeout saves last.ckpt, and `continue_run(overrides, run_name, next call)`
+    submits the call that continues the run; the result then names it: {"continued_in": call id}.
     """
+    started = time.time()
+    call = Call(**call)
     try:
         directory = run_dir(run_name)
-        compose_train_config(overrides)  # a bad override is deterministic: report it, never retry it
+        check_not_fixed(overrides)
+        # A bad override is deterministic: reported, never retried.
+        compose_train_config(single_run(overrides))
     except UserError as err:
         return {"run_name": run_name, "error": str(err)}
-    # The GPU preset for the container's GPU count, unless the overrides choose a trainer themselves.
-    trainer = (
-        []
-        if any(o.startswith("trainer=") for o in overrides)
-        else [f"trainer={'ddp' if gpu_count > 1 else 'gpu'}"]
-    )
-    command = [
-        sys.executable, "-m", "cats_model.train", *trainer, *overrides,
+    command = training_command(overrides, run_name, directory, call, started)
+    env = {**os.environ, DATA_ENV: str(data_dir()), OUTPUT_ENV: str(output_dir()), "PYTHONUNBUFFERED": "1"}
+    record = {"run_name": run_name, "overrides": overrides, **call.to_dict()}
+    with CheckpointCommitter(directory / "checkpoints", commit, commit_interval):
+        atomic_write_text(directory / RECORD_FILE, json.dumps({**record, "status": "running"}, indent=2))
+        returncode, cause = _run_streaming(command, env)
+        seconds = time.time() - started
+        status, result = _outcome(returncode, cause, directory, call, seconds)
+        result = {"run_name": run_name, "run_dir": str(directory), **result}
+        record.update(status=status, container_s=result["container_s"], error=result.get("error"))
+        atomic_write_text(directory / RECORD_FILE, json.dumps(record, indent=2) + "\n")
+    # Committed: the call that continues the run starts from this one's last.ckpt.
+    if status == "crashed":
+        raise RuntimeError(
+            f"training of run {run_name} failed (exit code {returncode}; its last line: {cause})"
+        )
+    if status == "continued":
+        result["continued_in"] = continue_run(overrides, run_name, call.next(seconds))
+    return result
+
+
+def training_command(
+    overrides: list[str], run_name: str, directory: Path, call: Call, started: float
+) -> list:
+    """The training process of one call: GPU and logger presets unless the overrides choose, the overrides as
+    one run, the run's folder, and the deadline a margin before the call's timeout."""
+    presets = []
+    if not any(key(o) == "trainer" for o in overrides):
+        presets.append(f"trainer={'ddp' if call.gpu_count > 1 else 'gpu'}")
+    if not any(key(o) == "logger" for o in overrides):
+        presets.append("logger=[csv,tensorboard]")  # TensorBoard over the outputs volume shows every run
+    deadline = []
+    if call.timeout:
+        at = started + call.timeout - load_settings().train["stop_before_timeout"]
+        stop = "+callbacks.stop_before_deadline"
+        deadline = [
+            f"{stop}._target_=cats_model.cloud.deadline.StopBeforeDeadline",
+            f"{stop}.at={at:.0f}",
+            f"{stop}.checkpoint=${{paths.checkpoint_dir}}/last.ckpt",
+        ]
+    return [
+        sys.executable, "-m", "cats_model.train", *presets, *single_run(overrides), *deadline,
         f"run_name={run_name}", f"hydra.run.dir={directory}",
     ]  # fmt: skip
-    env = {**os.environ, DATA_ENV: str(data_dir()), OUTPUT_ENV: str(output_dir()), "PYTHONUNBUFFERED": "1"}
-    with CheckpointCommitter(directory / "checkpoints", commit, commit_interval):
-        returncode, last_line = _run_streaming(command, env)
-    result = {"run_name": run_name, "run_dir": str(directory)}
+
+
+def _outcome(returncode: int, cause: str, directory: Path, call: Call, seconds: float) -> tuple[str, dict]:
+    """(status, result) of a training process that exited with `returncode`."""
+    spent = round(call.spent_s + seconds, 2)
+    base = {"gpu": call.gpu, "calls": call.segment, "container_s": spent}
+    if returncode == 0:
+        metrics = json.loads((directory / "metrics.json").read_text())
+        return "completed", {**metrics, **base}
     if returncode == USER_ERROR_EXIT:
-        return {**result, "error": last_line.removeprefix("error: ")}
-    if returncode != 0:
-        raise RuntimeError(f"training of run {run_name} exited with {returncode}: {last_line}")
-    return {**result, **json.loads((directory / "metrics.json").read_text())}
+        return "failed", {**base, "error": cause}
+    if returncode == CONTINUE_EXIT:
+        ceiling = load_settings().train["max_hours"]
+        if spent < ceiling * 3600:
+            return "continued", base
+        error = (
+            f"run {directory.name} stopped unfinished after {spent / 3600:.1f} h of calls (train.max_hours in "
+            f"modal.yml); continue it with the same overrides and run_name={directory.name}"
+        )
+        return "stopped", {**base, "error": error}
+    return "crashed", {**base, "error": cause}
 
 
 def bench(argv: list[str], commit: Callable[[], None] | None) -> dict:
@@ -109,22 +171,81 @@ def bench(argv: list[str], commit: Callable[[], None] | None) -> dict:
     return results
 
 
+def read_run(run_name: str) -> dict:
+    """A finished run's files worth having on a laptop, by path in the run folder: metrics.json, the config, the
+    best checkpoint, the plots and the training log; {"error": ...} when the run has no metrics.json."""
+    try:
+        directory = run_dir(run_name)
+    except UserError as err:
+        return {"error": str(err)}
+    metrics_file = directory / "metrics.json"
+    if not metrics_file.is_file():
+        return {
+            "error": f"run {run_name} has no metrics.json on the outputs volume (unknown, running or failed)"
+        }
+    metrics = json.loads(metrics_file.read_text())
+    wanted = [metrics_file, *(directory / ".hydra").glob("*.yaml"), directory / "csv" / "metrics.csv"]
+    # metrics.json holds the paths of the container that wrote it: the run's layout places the files by name.
+    if metrics.get("best_model_path"):
+        wanted.append(directory / "checkpoints" / Path(metrics["best_model_path"]).name)
+    wanted += [directory / Path(plot).name for plot in (metrics.get("plots") or {}).values()]
+    return {"files": {str(p.relative_to(directory)): p.read_bytes() for p in wanted if p.is_file()}}
+
+
+def sweep_summary(sweep: str) -> dict:
+    """The rows of a sweep's table, from its runs on the outputs volume (see sweep_summary.volume_rows)."""
+    from cats_model.cloud.sweep_summary import volume_rows
+
+    settings = load_settings()
+
+    def cost(record: dict) -> float | None:
+        return settings.cost(record["container_s"], record["gpu"]) if record.get("container_s") else None
+
+    return {"rows": volume_rows(output_dir() / "runs", sweep, cost)}
+
+
+def tensorboard(reload: Callable[[], None] | None):
+    """TensorBoard's WSGI app over every run on the outputs volume; `reload` (the volume's) runs on each page
+    load, so that runs committed since the container started appear (as in Modal's TensorBoard example)."""
+    from tensorboard.backend.application import TensorBoardWSGIApp
+    from tensorboard.program import TensorBoard
+
+    board = TensorBoard()
+    board.configure(logdir=str(output_dir() / "runs"))
+    data_provider, multiplexer = board._make_data_provider()
+    app = TensorBoardWSGIApp(
+        board.flags, board.plugin_loaders, data_provider, board.assets_zip_provider, multiplexer
+    )
+
+    def reloading(environ, start_response):
+        if reload and environ.get("PATH_INFO") in ("", "/"):
+            try:
+                reload()
+            except Exception as err:  # files open elsewhere can block a reload: the page shows what it has
+                print(f"warning: reloading the outputs volume failed: {err}", file=sys.stderr)
+        return app(environ, start_response)
+
+    return reloading
+
+
 def _run_streaming(command: list[str], env: dict) -> tuple[int, str]:
-    """Run `command`, passing its output through as it comes; return its exit code and last stderr line."""
-    last_line = ""
+    """Run `command`, passing its output through as it comes; return its exit code and why it failed: the last
+    stderr line that is not Hydra's hint (the user error's line, or the exception's)."""
+    cause = ""
     with subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True, bufsize=1) as process:
         for line in process.stderr:
             sys.stderr.write(line)
-            if line.strip():
-                last_line = line.strip()
-    return process.returncode, last_line
+            if line.strip() and not line.startswith(HYDRA_HINT):
+                cause = line.strip().removeprefix("error: ")
+    return process.returncode, cause
 
 
 class CheckpointCommitter:
     """Commits the outputs volume whenever the checkpoint folder changes, and once at the end.
 
     A preempted container loses what was not committed; committing each new last.ckpt bounds that loss to
-    the work since the last checkpoint.
+    the work since the last checkpoint. A failed commit is logged and tried again at the next change; a failed
+    final commit raises, so that Modal retries the call (which resumes from what was committed).
     """
 
     def __init__(self, folder: Path, commit: Callable[[], None] | None, interval: float):
@@ -149,9 +270,14 @@ class CheckpointCommitter:
     def _watch(self) -> None:
         while not self._stop.wait(self.interval):
             state = self._state()
-            if state != self._seen:
-                self._seen = state
+            if state == self._seen:
+                continue
+            try:
                 self.commit()
+            except Exception as err:  # the volume may refuse a commit for a while: try again next time
+                print(f"warning: committing the outputs volume failed ({err}); trying again", file=sys.stderr)
+            else:
+                self._seen = state
 
     def __enter__(self):
         if self.commit:
@@ -162,4 +288,9 @@ class CheckpointCommitter:
         if self.commit:
             self._stop.set()
             self._thread.join()
-            self.commit()  # metrics.json and the final checkpoints
+            try:
+                self.commit()  # metrics.json, the record and the final checkpoints
+            except Exception as err:
+                raise RuntimeError(
+                    f"the run's files could not be committed to the outputs volume: {err}"
+                ) from err

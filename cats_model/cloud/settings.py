@@ -1,12 +1,13 @@
 """modal.yml and pyproject.toml, read into plain values: what the Modal app should look like, not Modal calls."""
 
 import re
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import cache
 from pathlib import Path
 
 import yaml
 
+from cats_model.errors import UserError
 from cats_model.paths import PROJECT_ROOT
 
 try:
@@ -17,6 +18,40 @@ except ModuleNotFoundError:  # Python 3.10
 MODAL_YML = PROJECT_ROOT / "modal.yml"
 PYPROJECT = PROJECT_ROOT / "pyproject.toml"
 TORCH_PACKAGES = ("torch", "torchvision")
+MAX_TIMEOUT = 86400  # Modal's longest function timeout (24 h)
+
+
+@dataclass(frozen=True)
+class Call:
+    """One call of the Modal `train` function: its Modal options, and its place in its run and its sweep.
+
+    Travels to the function as a plain dict (`asdict`), so that caller and container need share no code version.
+    """
+
+    gpu: str
+    timeout: int | None  # seconds; None: no deadline (a call run here, on this machine)
+    max_containers: int | None = None  # a sweep's hydra.launcher.max_parallel
+    segment: int = 1  # runs longer than the timeout continue in further calls
+    spent_s: float = 0.0  # container seconds of the run's earlier calls
+    sweep: str | None = None
+    job: int | None = None
+
+    def options(self) -> dict:
+        """The arguments of Function.with_options for this call."""
+        options = {"gpu": self.gpu, "timeout": self.timeout, "max_containers": self.max_containers}
+        return {key: value for key, value in options.items() if value is not None}
+
+    @property
+    def gpu_count(self) -> int:
+        _, _, count = self.gpu.partition(":")
+        return int(count or 1)
+
+    def next(self, seconds: float) -> "Call":
+        """The call that continues this one's run after it ran `seconds`."""
+        return replace(self, segment=self.segment + 1, spent_s=round(self.spent_s + seconds, 2))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -53,20 +88,48 @@ class Settings:
         return self.raw["serve"]
 
     @property
-    def gpu_count(self) -> int:
-        _, _, count = str(self.train["gpu"]).partition(":")
-        return int(count or 1)
+    def tools(self) -> dict:
+        return self.raw["tools"]
+
+    @property
+    def tensorboard(self) -> dict:
+        return self.raw["tensorboard"]
+
+    @property
+    def gpu_prices(self) -> dict[str, float]:
+        # Modal reads GPU types case-insensitively (it upper-cases them: _utils/function_utils.py::parse_gpu_config).
+        return {kind.upper(): price for kind, price in self.raw["prices"]["gpu"].items()}
+
+    def call(self, gpu: str | None = None, timeout: str | int | None = None, **placement) -> Call:
+        """A train call on `gpu` with `timeout` (modal.yml's when None), checked before anything is paid for."""
+        gpu = str(gpu or self.train["gpu"])
+        kind, _, count = gpu.partition(":")
+        if kind.upper() not in self.gpu_prices or not (count == "" or count.isdigit() and int(count) > 0):
+            raise UserError(
+                f"gpu={gpu} is not a GPU type of modal.yml: use one of {', '.join(self.raw['prices']['gpu'])}, "
+                "optionally with :N for N GPUs (e.g. gpu=A10G:2)"
+            )
+        timeout = self.train["timeout"] if timeout is None else timeout
+        low = self.train["stop_before_timeout"]
+        if not str(timeout).isdigit() or not low < int(timeout) <= MAX_TIMEOUT:
+            raise UserError(
+                f"timeout={timeout} must be a whole number of seconds above train.stop_before_timeout "
+                f"({low}) and at most {MAX_TIMEOUT} (Modal's limit)"
+            )
+        return Call(gpu=gpu, timeout=int(timeout), **placement)
 
     def hourly_price(self, gpu: str | None = None) -> float:
         """USD per hour of one train container: its GPUs, CPU cores and memory."""
-        gpu = gpu or str(self.train["gpu"])
-        kind, _, count = gpu.partition(":")
+        kind, _, count = str(gpu or self.train["gpu"]).partition(":")
         prices = self.raw["prices"]
         return (
-            prices["gpu"].get(kind, 0.0) * int(count or 1)
+            self.gpu_prices.get(kind.upper(), 0.0) * int(count or 1)
             + prices["cpu_core"] * float(self.train["cpu"])
             + prices["memory_gib"] * self.train["memory"] / 1024
         )
+
+    def cost(self, seconds: float, gpu: str | None = None) -> float:
+        return seconds / 3600 * self.hourly_price(gpu)
 
 
 @cache

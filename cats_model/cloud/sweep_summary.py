@@ -1,8 +1,14 @@
-"""The table at the end of a sweep: one row per job, the best marked; printed and saved as CSV and JSON."""
+"""The table of a sweep: one row per job, the best marked; printed, and saved as CSV and JSON.
+
+Built at the end of a sweep from its jobs' returns, or later from the outputs volume, where each job's run keeps
+its record (launch.json) and metrics.json: a sweep whose terminal was closed can still be summed up.
+"""
 
 import csv
 import io
 import json
+import re
+from collections.abc import Callable
 from pathlib import Path
 
 from hydra.core.utils import JobReturn, JobStatus
@@ -24,33 +30,75 @@ COLUMNS = (
 )
 
 
-def summary_row(idx: int, overrides: list[str], ret: JobReturn, hourly_price: float) -> dict:
+def row(job: int, overrides: list[str], status: str, metrics: dict, cost_usd, run_dir, error: str) -> dict:
+    # A run's seconds: those of all its Modal calls when it ran on Modal, else its training's wall time.
+    duration = metrics.get("container_s") or metrics.get("wall_time_s")
+    return {
+        "job": job,
+        "overrides": " ".join(overrides),
+        "status": status,
+        "val/acc_best": metrics.get("val/acc_best"),
+        "test/acc": metrics.get("test/acc"),
+        "duration_s": duration,
+        "cost_usd": round(cost_usd, 4) if cost_usd is not None else None,
+        "best": False,
+        "run_dir": str(run_dir) if run_dir else None,
+        "error": " ".join(str(error or "").split()),
+    }
+
+
+def summary_row(idx: int, overrides: list[str], ret: JobReturn, cost: Callable[[dict], float | None]) -> dict:
+    """A job's row from its JobReturn and the metrics.json in its job folder."""
     out = OmegaConf.select(ret.hydra_cfg, "hydra.runtime.output_dir", default=None, throw_on_missing=False)
     failed = ret.status != JobStatus.COMPLETED
     # A failed job's folder may still hold an earlier run's metrics.json: read metrics of completed jobs only.
     metrics_file = Path(out) / "metrics.json" if out and not failed else None
     metrics = json.loads(metrics_file.read_text()) if metrics_file and metrics_file.is_file() else {}
-    duration = metrics.get("wall_time_s")
-    return {
-        "job": idx,
-        "overrides": " ".join(overrides),
-        "status": "failed" if failed else "completed",
-        "val/acc_best": metrics.get("val/acc_best"),
-        "test/acc": metrics.get("test/acc"),
-        "duration_s": duration,
-        "cost_usd": round(duration / 3600 * hourly_price, 4) if duration else None,
-        "best": False,
-        "run_dir": metrics.get("run_dir") or out,
-        "error": " ".join(str(ret._return_value).split()) if failed else "",
-    }
+    status = "failed" if failed else "completed"
+    error = ret._return_value if failed else ""
+    return row(
+        idx,
+        overrides,
+        status,
+        metrics,
+        cost(metrics) if metrics else None,
+        metrics.get("run_dir") or out,
+        error,
+    )
+
+
+def volume_rows(runs: Path, sweep: str, cost: Callable[[dict], float | None]) -> list[dict]:
+    """A sweep's rows from the outputs volume: one per job whose run has started (`<sweep>-<job>` with a record)."""
+    from cats_model.cloud.remote import RECORD_FILE
+
+    pattern = re.compile(re.escape(sweep) + r"-(\d+)")
+    rows = []
+    for folder in runs.iterdir() if runs.is_dir() else ():
+        match = pattern.fullmatch(folder.name)
+        if not match or not (folder / RECORD_FILE).is_file():
+            continue
+        record = json.loads((folder / RECORD_FILE).read_text())
+        metrics_file = folder / "metrics.json"
+        completed = record["status"] == "completed" and metrics_file.is_file()
+        metrics = json.loads(metrics_file.read_text()) if completed else {}
+        rows.append(
+            row(int(match[1]), record["overrides"], record["status"], {**record, **metrics}, cost(record),
+                folder, record.get("error"))
+        )  # fmt: skip
+    return mark_best(sorted(rows, key=lambda r: r["job"]))
+
+
+def mark_best(rows: list[dict]) -> list[dict]:
+    scored = [r for r in rows if r["val/acc_best"] is not None]
+    best = max(scored, key=lambda r: r["val/acc_best"], default=None)
+    for r in rows:
+        r["best"] = r is best
+    return rows
 
 
 def write_summary(sweep_dir: Path, rows: list[dict]) -> str:
     """Mark the best job by val/acc_best, write summary.csv and summary.json, and return the table as text."""
-    scored = [r for r in rows if r["val/acc_best"] is not None]
-    best = max(scored, key=lambda r: r["val/acc_best"], default=None)
-    for row in rows:
-        row["best"] = row is best
+    mark_best(rows)
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=COLUMNS)
     writer.writeheader()
@@ -61,17 +109,26 @@ def write_summary(sweep_dir: Path, rows: list[dict]) -> str:
 
 
 def format_table(rows: list[dict]) -> str:
-    def cell(value) -> str:
+    """The rows as text: the overrides every job shares are said once, above the table."""
+
+    def cell(value, column: str = "") -> str:
         if value is None:
             return "-"
+        if column == "duration_s":
+            return f"{value:.0f}"
         return f"{value:.4f}" if isinstance(value, float) else str(value)
 
+    overrides = [r["overrides"].split() for r in rows]
+    shared = [o for o in overrides[0] if all(o in job for job in overrides)] if len(rows) > 1 else []
     shown = ("job", "overrides", "status", "val/acc_best", "test/acc", "duration_s", "cost_usd")
     table = [
-        [("*" if r["best"] else " ") + cell(r[c]) if c == "job" else cell(r[c]) for c in shown] for r in rows
+        [("*" if r["best"] else " ") + cell(r["job"]), " ".join(o for o in job if o not in shared) or "-"]
+        + [cell(r[c], c) for c in shown[2:]]
+        for r, job in zip(rows, overrides)
     ]
     widths = [max(len(c), *(len(line[i]) for line in table)) for i, c in enumerate(shown)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(shown, widths))]
+    lines = [f"every job: {' '.join(shared)}"] if shared else []
+    lines += ["  ".join(c.ljust(w) for c, w in zip(shown, widths))]
     lines += ["  ".join(v.ljust(w) for v, w in zip(line, widths)) for line in table]
     lines += [f"job {r['job']} failed: {r['error']}" for r in rows if r["error"]]
     return "\n".join(lines) + ("\n* best by val/acc_best" if any(r["best"] for r in rows) else "")

@@ -53,31 +53,37 @@ class SyntheticSpec:
 
 
 def ensure_synthetic(root: str | Path, spec: SyntheticSpec) -> Path:
-    """Generate the dataset at `root` unless the same spec is already there; returns the root."""
+    """Generate the dataset at `root` unless the same spec is already there; returns the root.
+
+    Several processes may call this at once on one folder (parallel sweep jobs, containers sharing the data
+    volume): each generates the same bytes in a staging folder of its own, the first rename wins, and the others
+    drop theirs. A dataset in place is never replaced, since another job may be reading it.
+    """
     root = Path(root).expanduser()
-    marker = root / MARKER
-    if marker.is_file() and json.loads(marker.read_text()) == asdict(spec):
+    if _holds(root, spec):
         return root
-    if root.exists() and any(root.iterdir()) and not marker.is_file():
+    if root.exists() and any(root.iterdir()):
         raise UserError(
-            f"{root} exists and holds something other than a synthetic dataset: choose another data.root"
+            f"{root} holds something other than a synthetic dataset of this spec (another spec, or other files): "
+            "choose another data.root"
         )
     root.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
     try:
         _write_dataset(staging, spec)
         (staging / MARKER).write_text(json.dumps(asdict(spec)))
-        if root.exists():  # an older spec of ours: move it aside first, then drop it
-            retired = Path(tempfile.mkdtemp(prefix=f".{root.name}.old.", dir=root.parent))
-            root.rename(retired / root.name)
-            shutil.rmtree(retired, ignore_errors=True)
-        staging.rename(root)
+        staging.rename(root)  # replaces an empty root; fails if another process's dataset is already there
     except OSError:
-        if not (marker.is_file() and json.loads(marker.read_text()) == asdict(spec)):
+        if not _holds(root, spec):
             raise  # a concurrent generator that finished first is fine; anything else is not
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return root
+
+
+def _holds(root: Path, spec: SyntheticSpec) -> bool:
+    marker = root / MARKER
+    return marker.is_file() and json.loads(marker.read_text()) == asdict(spec)
 
 
 def _write_dataset(root: Path, spec: SyntheticSpec) -> None:

@@ -1,7 +1,12 @@
-"""The launcher's work: compose every job here, run the jobs in parallel on a backend, return JobReturns."""
+"""The launcher's work: compose every job here, make one train call per job, return JobReturns and a summary.
 
-import contextlib
+For cats_model.train the jobs are calls of the Modal `train` function (launch/modal_app.py): on Modal, or with the
+same function bodies in local processes (backend=local). Any other Hydra app (Hydra's own launcher suites) runs
+its task function in fresh local processes, the only thing a launcher can do for code it does not know.
+"""
+
 import hashlib
+import importlib.util
 import json
 import logging
 import multiprocessing
@@ -17,7 +22,9 @@ from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, run_job, setup_globals
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from cats_model.atomic import atomic_write_text
 from cats_model.cloud.sweep_summary import summary_row, write_summary
+from cats_model.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +34,7 @@ class Job:
     idx: int
     overrides: list[str]
     config: DictConfig
+    folder: Path  # the job's folder in the sweep: its config and metrics.json
     run_name: str = ""
 
 
@@ -42,36 +50,154 @@ def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: in
     jobs = []
     for idx, overrides in enumerate(job_overrides, start=initial_job_idx):
         log.info("\t#%d : %s", idx, " ".join(filter_overrides(overrides)))
-        # Every job's config is composed here: the remote side only receives what is shipped.
+        # Every job's config is composed here: a bad value fails before anything is paid for.
         config = launcher.hydra_context.config_loader.load_sweep_config(launcher.config, list(overrides))
         with open_dict(config):
             config.hydra.job.id = idx
             config.hydra.job.num = idx
-        jobs.append(Job(idx, list(overrides), config, run_name=sweep_run_name(sweep_dir, idx)))
+        folder = sweep_dir / str(OmegaConf.select(config, "hydra.sweep.subdir"))
+        jobs.append(Job(idx, list(overrides), config, folder, run_name=sweep_run_name(sweep_dir, idx)))
 
-    run = run_local if launcher.backend == "local" else run_modal
-    returns = run(launcher, jobs)
+    if is_project_app(launcher.task_function):
+        returns, cost = run_train_calls(launcher, jobs, sweep_dir)
+    elif launcher.backend == "local":
+        returns, cost = run_task_in_processes(launcher, jobs), (lambda metrics: None)
+    else:
+        raise UserError(
+            "hydra/launcher=modal runs cats_model.train on Modal; other apps run here with hydra.launcher.backend=local"
+        )
 
     configure_log(launcher.config.hydra.hydra_logging, launcher.config.hydra.verbose)
-    price = _hourly_price() if launcher.backend == "modal" else 0.0
     launcher.summary_rows += [
-        summary_row(job.idx, job.overrides, ret, price) for job, ret in zip(jobs, returns)
+        summary_row(job.idx, job.overrides, ret, cost) for job, ret in zip(jobs, returns)
     ]
     print(write_summary(sweep_dir, launcher.summary_rows), flush=True)
     return returns
 
 
-def sweep_run_name(sweep_dir: Path, idx: int) -> str:
-    """Distinct per job, and the same when the same sweep (same hydra.sweep.dir) runs again: then it resumes."""
+def is_project_app(task_function) -> bool:
+    """Whether the task is cats_model.train's (its module is `__main__` under `python -m cats_model.train`)."""
+    code = getattr(task_function, "__code__", None)  # a task can also be a callable object
+    train_file = importlib.util.find_spec("cats_model.train").origin  # found without importing torch
+    return code is not None and Path(code.co_filename).resolve() == Path(train_file).resolve()
+
+
+def sweep_name(sweep_dir: Path) -> str:
+    """Distinct per sweep folder, and the same when the same sweep (same hydra.sweep.dir) runs again."""
     tag = re.sub(r"[^A-Za-z0-9._-]", "-", sweep_dir.name)[-48:].strip("-.") or "sweep"
-    return f"{tag}-{hashlib.sha1(str(sweep_dir).encode()).hexdigest()[:6]}-{idx}"
+    return f"{tag}-{hashlib.sha1(str(sweep_dir).encode()).hexdigest()[:6]}"
 
 
-# ---------------------------------------------------------------------------------------------- local backend
+def sweep_run_name(sweep_dir: Path, idx: int) -> str:
+    """A job's run on the outputs volume: a rerun of the sweep resumes it."""
+    return f"{sweep_name(sweep_dir)}-{idx}"
 
 
-def run_local(launcher, jobs: list[Job]) -> list[JobReturn]:
-    """Each job in a fresh process, given its pickled payload, as a remote call would be."""
+# ------------------------------------------------------------------------------------------- cats_model.train
+
+
+def run_train_calls(launcher, jobs: list[Job], sweep_dir: Path) -> tuple[list[JobReturn], Callable]:
+    """One call of the Modal `train` function per job: all submitted first, then followed to their ends.
+
+    On Modal every job is submitted (spawned) before any result is awaited, `hydra.launcher.max_parallel` run at
+    once (`max_containers`), and Modal retries them: a closed terminal stops none of them under `modal run
+    --detach` (or hydra.launcher.detach=true). A job already finished with the same overrides in this sweep
+    folder is not run again.
+    """
+    from cats_model.cloud.calls import LocalCalls, ModalCalls, follow, load_modal_app
+    from cats_model.cloud.entry import needs_oxford_download
+    from cats_model.cloud.overrides import check_not_fixed, split_launch
+    from cats_model.cloud.settings import load_settings
+
+    settings = load_settings()
+    sweep = sweep_name(sweep_dir)
+    plans = {}
+    for job in jobs:
+        check_not_fixed(job.overrides)
+        call = settings.call(
+            job.config.get("gpu"), job.config.get("timeout"), max_containers=launcher.max_parallel, sweep=sweep,
+            job=job.idx,
+        )  # fmt: skip
+        plans[job.idx] = (split_launch(job.overrides)[0], call)
+    if launcher.backend == "modal":
+        calls = ModalCalls(load_modal_app(), detach=launcher.detach)
+    else:
+        paths = jobs[0].config.paths  # the local folders the mounts stand for
+        calls = LocalCalls(launcher.max_parallel, Path(paths.data_dir), Path(paths.log_dir))
+
+    results = {job.idx: finished_earlier(job) for job in jobs}
+    todo = [job for job in jobs if results[job.idx] is None]
+    if todo:
+        with calls.running():
+            if any(needs_oxford_download(job.config) for job in todo):
+                calls.prepare_data()
+            ids = {}
+            for job in todo:
+                overrides, call = plans[job.idx]
+                ids[job.idx] = calls.submit(overrides, job.run_name, call)
+            hint = f"; its table at any time: python -m cats_model.cloud summary {sweep}"
+            print(
+                f"sweep {sweep}: {len(todo)} jobs submitted{hint if launcher.backend == 'modal' else ''}",
+                flush=True,
+            )
+            for job in todo:
+                try:
+                    results[job.idx] = follow(calls, ids[job.idx])
+                except Exception as err:  # one failing job never stops the others
+                    results[job.idx] = err
+
+    # Hydra's own run_job then gives each job its folder, saved config, callbacks and JobReturn.
+    metric = OmegaConf.select(launcher.config, "optimized_metric")
+    returns = [
+        run_job(
+            hydra_context=launcher.hydra_context,
+            task_function=_replay(results[job.idx], metric),
+            config=job.config,
+            job_dir_key="hydra.sweep.dir",
+            job_subdir_key="hydra.sweep.subdir",
+        )
+        for job in jobs
+    ]
+
+    def cost(metrics: dict) -> float | None:
+        if launcher.backend != "modal" or not metrics.get("container_s"):
+            return None
+        return settings.cost(metrics["container_s"], metrics.get("gpu"))
+
+    return returns, cost
+
+
+def finished_earlier(job: Job) -> dict | None:
+    """This job's result from an earlier run of the same sweep with the same overrides, kept in its folder."""
+    metrics, overrides = job.folder / "metrics.json", job.folder / ".hydra" / "overrides.yaml"
+    if not (metrics.is_file() and overrides.is_file()):
+        return None
+    if OmegaConf.to_container(OmegaConf.load(overrides)) != job.overrides:
+        return None
+    result = json.loads(metrics.read_text())
+    return None if "error" in result else result
+
+
+def _replay(result: dict | BaseException, metric: str | None) -> Callable[[DictConfig], object]:
+    """A task function that reports a finished call as if the job had run here."""
+
+    def task(cfg: DictConfig):
+        if isinstance(result, BaseException):
+            raise result
+        if "error" in result:
+            raise UserError(result["error"])
+        out = Path(HydraConfig.get().runtime.output_dir)
+        atomic_write_text(out / "metrics.json", json.dumps(result, indent=2) + "\n")
+        return result.get(metric) if metric else None
+
+    return task
+
+
+# ------------------------------------------------------------------------------------------------ other apps
+
+
+def run_task_in_processes(launcher, jobs: list[Job]) -> list[JobReturn]:
+    """Each job's task function in a fresh process, given its pickled payload."""
     state = Singleton.get_state()  # Hydra's singletons and OmegaConf's resolvers, for the fresh process
 
     def payload(job: Job) -> bytes:
@@ -108,88 +234,6 @@ def execute_payload(payload: bytes) -> bytes:
         job_subdir_key="hydra.sweep.subdir",
     )
     return cloudpickle.dumps(ret)
-
-
-# ---------------------------------------------------------------------------------------------- Modal backend
-
-
-def run_modal(launcher, jobs: list[Job]) -> list[JobReturn]:
-    """Each job is a call of the project's Modal `train(overrides, run_name)`, all in parallel."""
-    metric = OmegaConf.select(launcher.config, "optimized_metric")
-    with _modal_calls() as (prepare_data, train):
-        from cats_model.cloud.entry import needs_oxford_download
-
-        if any(needs_oxford_download(job.config) for job in jobs):
-            prepare_data()
-
-        def call(job: Job) -> dict | BaseException:
-            try:
-                return train(job.overrides, job.run_name)
-            except Exception as err:  # one failing job never stops the others
-                return err
-
-        with ThreadPoolExecutor(launcher.max_parallel) as threads:
-            results = list(threads.map(call, jobs))
-
-    # Hydra's own run_job then gives each job its folder, saved config, callbacks and JobReturn.
-    returns = []
-    for job, result in zip(jobs, results):
-        returns.append(
-            run_job(
-                hydra_context=launcher.hydra_context,
-                task_function=_replay(result, metric),
-                config=job.config,
-                job_dir_key="hydra.sweep.dir",
-                job_subdir_key="hydra.sweep.subdir",
-            )
-        )
-    return returns
-
-
-def _replay(result: dict | BaseException, metric: str | None) -> Callable[[DictConfig], object]:
-    """A task function that reports a finished remote call as if the job had run here."""
-
-    def task(cfg: DictConfig):
-        if isinstance(result, BaseException):
-            raise result
-        out = Path(HydraConfig.get().runtime.output_dir)
-        (out / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
-        if "error" in result:
-            from cats_model.errors import UserError
-
-            raise UserError(result["error"])
-        return result.get(metric) if metric else None
-
-    return task
-
-
-@contextlib.contextmanager
-def _modal_calls():
-    """The Modal calls to make: those of a running `modal run` entrypoint, or the app run from here."""
-    from cats_model.cloud import entry
-
-    if entry.ACTIVE_CALLS is not None:
-        yield entry.ACTIVE_CALLS["prepare_data"], entry.ACTIVE_CALLS["train"]
-        return
-    import modal
-
-    from cats_model.errors import UserError
-
-    modal_app = entry.load_modal_app()
-    try:
-        with modal.enable_output(), modal_app.app.run():
-            yield modal_app.prepare_data.remote, modal_app.train.remote
-    except modal.exception.AuthError as err:
-        raise UserError(
-            "Modal is not authenticated: run `modal token new` once, or try the sweep here with "
-            "hydra.launcher.backend=local"
-        ) from err
-
-
-def _hourly_price() -> float:
-    from cats_model.cloud.settings import load_settings
-
-    return load_settings().hourly_price()
 
 
 def _failed(job: Job, err: BaseException) -> JobReturn:

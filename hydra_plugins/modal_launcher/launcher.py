@@ -9,13 +9,14 @@ BACKENDS = ("modal", "local")
 
 
 class ModalLauncher(Launcher):
-    def __init__(self, backend: str = "modal", max_parallel: int = 8) -> None:
+    def __init__(self, backend: str = "modal", max_parallel: int = 8, detach: bool = False) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"hydra.launcher.backend={backend} is not one of {', '.join(BACKENDS)}")
         if max_parallel < 1:
             raise ValueError(f"hydra.launcher.max_parallel must be at least 1, got {max_parallel}")
         self.backend = backend
         self.max_parallel = max_parallel
+        self.detach = detach
         self.config: DictConfig | None = None
         self.hydra_context: HydraContext | None = None
         self.task_function: TaskFunction | None = None

@@ -1,0 +1,60 @@
+"""Results from the outputs volume, on this machine:
+
+python -m cats_model.cloud fetch RUN        a run's metrics, config, best checkpoint and plots into ./runs/RUN/
+python -m cats_model.cloud summary SWEEP    the table of a sweep, also after its terminal was closed
+"""
+
+import argparse
+from pathlib import Path
+
+from cats_model.atomic import atomic_path
+from cats_model.cloud.calls import ModalCalls, load_modal_app
+from cats_model.cloud.sweep_summary import format_table
+from cats_model.errors import UserError, exit_on_user_error
+
+
+def fetch(run_name: str, calls, into: Path = Path("runs")) -> Path:
+    """Write the run's files into `into/run_name/`, laid out as in the run folder on the volume."""
+    with exit_on_user_error(exit_code=1):
+        with calls.running():
+            answer = calls.read_run(run_name)
+        if "error" in answer:
+            raise UserError(answer["error"])
+    target = (into / run_name).absolute()
+    for relative, data in answer["files"].items():
+        path = (target / relative).resolve()
+        if not path.is_relative_to(target.resolve()):
+            raise ValueError(f"refusing {relative!r}: outside {target}")
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(data)
+    print(f"run {run_name}: {len(answer['files'])} files in {target}/: {', '.join(sorted(answer['files']))}")
+    return target
+
+
+def summary(sweep: str, calls) -> list[dict]:
+    with exit_on_user_error(exit_code=1), calls.running():
+        rows = calls.sweep_summary(sweep)["rows"]
+    print(format_table(rows) if rows else f"no job of sweep {sweep} has started on the outputs volume")
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m cats_model.cloud", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    fetch_parser = commands.add_parser("fetch", help="a run's metrics, config, best checkpoint and plots")
+    fetch_parser.add_argument("run", help="the run's name (printed when it started and finished)")
+    fetch_parser.add_argument(
+        "--into", type=Path, default=Path("runs"), help="folder of run folders (./runs)"
+    )
+    summary_parser = commands.add_parser("summary", help="a sweep's table from the outputs volume")
+    summary_parser.add_argument("sweep", help="the sweep's name (printed when it started)")
+    args = parser.parse_args(argv)
+    calls = ModalCalls(load_modal_app())
+    if args.command == "fetch":
+        fetch(args.run, calls, args.into)
+    else:
+        summary(args.sweep, calls)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,151 @@
+"""Making the calls of launch/modal_app.py: on Modal, or with the same function bodies on this machine.
+
+`ModalCalls` is the only code that talks to Modal's service. `LocalCalls` runs the same bodies in processes of
+this machine, the mounts pointed at local folders: a sweep without a Modal account (hydra.launcher.backend=local).
+Both submit a train call and return its id at once, then follow it (and the calls that continue its run) to the
+end, so that every caller (a single run, a sweep) handles runs the same way.
+"""
+
+import contextlib
+import importlib.util
+import multiprocessing
+import os
+import sys
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from dataclasses import replace
+from pathlib import Path
+
+from cats_model.cloud.remote import DATA_ENV, OUTPUT_ENV
+from cats_model.cloud.settings import Call
+from cats_model.errors import UserError
+from cats_model.paths import PROJECT_ROOT
+
+APP_FILE = PROJECT_ROOT / "launch" / "modal_app.py"
+APP_MODULE = "modal_app"  # the name Modal's CLI gives the file, and the one it has in the container
+
+
+def load_modal_app():
+    """launch/modal_app.py as Modal's CLI loads it (modal/cli/import_refs.py::import_file_or_module): registered in
+    sys.modules before it runs. Unregistered, Modal cannot find the functions' module and ships them pickled by
+    value (`_source_info_.is_serialized()`), which the container cannot load."""
+    if APP_MODULE in sys.modules:  # `modal run launch/modal_app.py` loaded it already, or an earlier call
+        return sys.modules[APP_MODULE]
+    spec = importlib.util.spec_from_file_location(APP_MODULE, APP_FILE)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[APP_MODULE] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[APP_MODULE]
+        raise
+    return module
+
+
+def follow(calls, call_id: str) -> dict:
+    """The result of a train call, through the calls that continue its run after a timeout."""
+    result = calls.result(call_id)
+    while "continued_in" in result:
+        print(
+            f"run {result['run_name']}: call {result['calls']} stopped before its timeout, "
+            f"call {result['calls'] + 1} continues it",
+            flush=True,
+        )
+        result = calls.result(result["continued_in"])
+    return result
+
+
+class ModalCalls:
+    """Calls on Modal. Train calls are spawned: an input submitted with `spawn` is retried by Modal itself, while
+    those of a blocking `.remote()` are retried by the calling client (modal/_functions.py::_Invocation.run_function
+    sends FunctionRetryInputs for SYNC inputs only), so a closed terminal would end them."""
+
+    def __init__(self, modal_app, detach: bool = False):
+        self.modal_app, self.detach = modal_app, detach
+
+    @contextlib.contextmanager
+    def running(self):
+        """The app running: as it is inside `modal run`, or started here."""
+        import modal
+
+        # Modal hydrates an app's functions while it runs (runner.py::_run_app) and unhydrates them after.
+        if self.modal_app.train._is_hydrated:
+            yield
+            return
+        try:
+            with modal.enable_output(), self.modal_app.app.run(detach=self.detach):
+                yield
+        except modal.exception.AuthError as err:
+            raise UserError(
+                "Modal is not authenticated: run `modal token new` once, or try a sweep on this machine "
+                "with hydra.launcher.backend=local"
+            ) from err
+
+    def prepare_data(self) -> dict:
+        return self.modal_app.prepare_data.remote()
+
+    def submit(self, overrides: list[str], run_name: str, call: Call) -> str:
+        # with_options: this call's GPU, timeout and, in a sweep, max_containers (modal/_functions.py::with_options).
+        train = self.modal_app.train.with_options(**call.options())
+        return train.spawn(overrides, run_name, call.to_dict()).object_id
+
+    def result(self, call_id: str) -> dict:
+        import modal
+
+        return modal.FunctionCall.from_id(call_id).get()
+
+    def read_run(self, run_name: str) -> dict:
+        return self.modal_app.read_run.remote(run_name)
+
+    def sweep_summary(self, sweep: str) -> dict:
+        return self.modal_app.sweep_summary.remote(sweep)
+
+
+class LocalCalls:
+    """The same calls on this machine: each body runs via `.local()` in a fresh process, `max_parallel` at a time,
+    with the data and outputs mounts pointed at local folders (one data folder for all, as the volume is)."""
+
+    def __init__(self, max_parallel: int, data_dir: Path, output_dir: Path):
+        from cats_model.system import available_cpus
+
+        self.max_parallel = max_parallel
+        # Each job its share of this machine's cores, as each container has its own: more threads than cores
+        # only spin (four jobs of two threads each on two cores used 2.7 times the CPU time of one job in turn).
+        self.env = {
+            DATA_ENV: str(data_dir),
+            OUTPUT_ENV: str(output_dir),
+            "OMP_NUM_THREADS": str(max(1, available_cpus() // max_parallel)),
+        }
+        self._pool: ThreadPoolExecutor | None = None
+        self._calls: dict[str, Future] = {}
+
+    @contextlib.contextmanager
+    def running(self):
+        with ThreadPoolExecutor(self.max_parallel) as self._pool:
+            yield
+
+    def prepare_data(self) -> dict:
+        return _in_fresh_process("prepare_data", (), self.env)
+
+    def submit(self, overrides: list[str], run_name: str, call: Call) -> str:
+        # No Modal timeout here: a run never stops early.
+        call = replace(call, timeout=None, max_containers=None)
+        call_id = f"local-{len(self._calls)}"
+        self._calls[call_id] = self._pool.submit(
+            _in_fresh_process, "train", (overrides, run_name, call.to_dict()), self.env
+        )
+        return call_id
+
+    def result(self, call_id: str) -> dict:
+        return self._calls[call_id].result()
+
+
+def _in_fresh_process(function: str, args: tuple, env: dict[str, str]):
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as process:
+        return process.submit(call_locally, function, args, env).result()
+
+
+def call_locally(function: str, args: tuple, env: dict[str, str]):
+    """In its own process: the Modal function's body, as a container would run it, with the mounts (and the
+    training process it starts) set by `env`."""
+    os.environ.update(env)
+    return getattr(load_modal_app(), function).local(*args)

@@ -1,0 +1,38 @@
+"""Jobs that start at once on one data folder, as sweep jobs do locally and containers do on the data volume."""
+
+import hashlib
+import multiprocessing
+
+import numpy as np
+from conftest import FAST
+from hydra.utils import instantiate
+
+from cats_model.config import compose_train_config
+
+JOBS, ROUNDS = 4, 3
+_start = None
+
+
+def _wait_for_the_others(barrier) -> None:
+    global _start
+    _start = barrier
+
+
+def prepare(data_dir: str) -> tuple[str, str]:
+    """One job's data setup (the synthetic dataset, then the decoded cache), begun with the others at once."""
+    dm = instantiate(compose_train_config([*FAST, f"paths.data_dir={data_dir}"]).data, _convert_="all")
+    _start.wait()
+    dm.setup("fit")
+    next(iter(dm.train_dataloader()))  # the cache is read as training reads it
+    return dm.cache_file.name, hashlib.sha256(np.load(dm.cache_file).tobytes()).hexdigest()
+
+
+def test_jobs_starting_at_once_on_an_empty_data_folder_all_complete(tmp_path):
+    context = multiprocessing.get_context("spawn")
+    barrier = context.Barrier(JOBS)
+    with context.Pool(JOBS, initializer=_wait_for_the_others, initargs=(barrier,)) as pool:
+        for round_ in range(ROUNDS):
+            data_dir = tmp_path / f"round{round_}"  # empty: every job finds nothing there
+            results = pool.map(prepare, [str(data_dir)] * JOBS, chunksize=1)
+            assert len(set(results)) == 1, results  # one cache, the same content for every job
+            assert [p.name for p in data_dir.iterdir() if p.name.startswith(".")] == []  # no staging left
