@@ -12,8 +12,8 @@ import modal
 
 from cats_model.cloud import entry, remote
 from cats_model.cloud.calls import ModalCalls
-from cats_model.cloud.settings import MODAL_YML, PYPROJECT, Call, dependencies, load_settings, split_torch
-from cats_model.paths import CONFIG_DIR
+from cats_model.cloud.image import project_image
+from cats_model.cloud.settings import Call, load_settings
 
 settings = load_settings()
 data_volume_name, data_mount = settings.volume("data")
@@ -22,18 +22,7 @@ data_volume = modal.Volume.from_name(data_volume_name, create_if_missing=True)
 outputs_volume = modal.Volume.from_name(outputs_volume_name, create_if_missing=True)
 VOLUMES = {data_mount: data_volume, outputs_mount: outputs_volume}
 
-torch_requirements, other_requirements = split_torch(dependencies())
-image = (
-    modal.Image.debian_slim(python_version=settings.python_version)
-    .pip_install(*torch_requirements, index_url=settings.torch_index_url)
-    .pip_install(*other_requirements)
-    .env({remote.DATA_ENV: data_mount, remote.OUTPUT_ENV: outputs_mount})
-    # The package (its .py files), the configs beside it, and the two files this module reads on import.
-    .add_local_python_source("cats_model")
-    .add_local_dir(CONFIG_DIR, "/root/configs")
-    .add_local_file(MODAL_YML, "/root/modal.yml")
-    .add_local_file(PYPROJECT, "/root/pyproject.toml")
-)
+image = project_image({remote.DATA_ENV: data_mount, remote.OUTPUT_ENV: outputs_mount})
 
 app = modal.App(settings.app_name, image=image)
 

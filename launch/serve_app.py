@@ -12,9 +12,9 @@ import os
 import modal
 
 from cats_model.cloud import remote
-from cats_model.cloud.settings import MODAL_YML, PYPROJECT, dependencies, load_settings, split_torch
+from cats_model.cloud.image import project_image
+from cats_model.cloud.settings import load_settings
 from cats_model.errors import exit_on_user_error
-from cats_model.serve.app import PAGE_DIR
 from cats_model.serve.runs import checked_run
 
 RUN_ENV = "CATS_MODEL_SERVE_RUN"
@@ -27,18 +27,7 @@ with exit_on_user_error(exit_code=1):
 outputs_volume_name, outputs_mount = settings.volume("outputs")
 outputs_volume = modal.Volume.from_name(outputs_volume_name, create_if_missing=True)
 
-torch_requirements, other_requirements = split_torch(dependencies())
-image = (
-    modal.Image.debian_slim(python_version=settings.python_version)
-    .pip_install(*torch_requirements, index_url=settings.torch_index_url)
-    .pip_install(*other_requirements)
-    .env({remote.OUTPUT_ENV: outputs_mount, RUN_ENV: run})
-    # The package's .py files, its page, and the two files this module reads on import.
-    .add_local_python_source("cats_model")
-    .add_local_dir(PAGE_DIR, "/root/cats_model/serve/page")
-    .add_local_file(MODAL_YML, "/root/modal.yml")
-    .add_local_file(PYPROJECT, "/root/pyproject.toml")
-)
+image = project_image({remote.OUTPUT_ENV: outputs_mount, RUN_ENV: run})
 
 app = modal.App(serve["app_name"], image=image)
 

@@ -91,12 +91,24 @@ def test_app_and_functions_match_modal_yml(modal_app, declared):
     assert modal_app.TENSORBOARD_OPTIONS["max_containers"] == declared["tensorboard"]["max_containers"]
 
 
-def test_image_installs_exactly_the_pyproject_dependencies(modal_app):
-    assert modal_app.torch_requirements + modal_app.other_requirements == sorted(
-        dependencies(), key=lambda r: r not in modal_app.torch_requirements
-    )
-    assert [r.split(">")[0] for r in modal_app.torch_requirements] == ["torch", "torchvision"]
-    assert split_torch(dependencies()) == (modal_app.torch_requirements, modal_app.other_requirements)
+def test_image_installs_exactly_the_pyproject_dependencies(monkeypatch):
+    """The one image recipe of both apps, built with Modal's own Image (its pip_install calls recorded)."""
+    import modal
+
+    from cats_model.cloud.image import project_image
+
+    installs, real = [], modal.Image.pip_install
+
+    def recorded(image, *packages, **options):
+        installs.append((list(packages), options.get("index_url")))
+        return real(image, *packages, **options)
+
+    monkeypatch.setattr(modal.Image, "pip_install", recorded)
+    project_image({"X": "1"})
+    torch_requirements, others = split_torch(dependencies())
+    assert [r.split(">")[0] for r in torch_requirements] == ["torch", "torchvision"]
+    assert sorted(torch_requirements + others) == sorted(dependencies())
+    assert installs == [(torch_requirements, load_settings().torch_index_url), (others, None)]
 
 
 def test_no_modal_setting_is_written_twice():
@@ -178,6 +190,7 @@ def test_bad_overrides_fail_before_any_modal_call(offline, modal_app, mounts, ca
         (("model=resnet999",), "Could not find 'model/resnet999'"),
         (("gpu=A1OO",), "gpu=A1OO is not a GPU type"),
         (("paths.output_dir=/",), "paths.output_dir=/ cannot be set for a Modal run"),
+        (("data.batch_size=0",), "data.batch_size=0 is not a valid value: expected an integer >= 1"),
     ):
         with pytest.raises(SystemExit) as exit_info:
             entry.main(args, ModalCalls(modal_app))

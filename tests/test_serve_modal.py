@@ -1,6 +1,5 @@
 """launch/serve_app.py against modal.yml, and its class serving a trained checkpoint offline via .local()."""
 
-import importlib.util
 import json
 import os
 import shutil
@@ -13,6 +12,7 @@ import yaml
 from conftest import FAST, compose_train_config
 from fastapi.testclient import TestClient
 
+from cats_model.cloud.calls import load_modal_app
 from cats_model.cloud.settings import MODAL_YML
 from cats_model.errors import UserError
 from cats_model.inference import load_model
@@ -25,16 +25,9 @@ APP_FILE = PROJECT_ROOT / "launch" / "serve_app.py"
 
 
 def load_serve_app():
-    """launch/serve_app.py as Modal's CLI loads it: registered in sys.modules before it runs."""
-    spec = importlib.util.spec_from_file_location("serve_app", APP_FILE)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["serve_app"] = module
-    try:
-        spec.loader.exec_module(module)
-    except BaseException:
-        del sys.modules["serve_app"]
-        raise
-    return module
+    """launch/serve_app.py loaded afresh (its run is decided on import), as Modal's CLI loads it."""
+    sys.modules.pop("serve_app", None)
+    return load_modal_app("serve_app")
 
 
 @pytest.fixture(scope="module")

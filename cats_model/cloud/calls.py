@@ -20,23 +20,23 @@ from cats_model.cloud.settings import Call
 from cats_model.errors import UserError
 from cats_model.paths import PROJECT_ROOT
 
-APP_FILE = PROJECT_ROOT / "launch" / "modal_app.py"
-APP_MODULE = "modal_app"  # the name Modal's CLI gives the file, and the one it has in the container
+LAUNCH_DIR = PROJECT_ROOT / "launch"
 
 
-def load_modal_app():
-    """launch/modal_app.py as Modal's CLI loads it (modal/cli/import_refs.py::import_file_or_module): registered in
-    sys.modules before it runs. Unregistered, Modal cannot find the functions' module and ships them pickled by
-    value (`_source_info_.is_serialized()`), which the container cannot load."""
-    if APP_MODULE in sys.modules:  # `modal run launch/modal_app.py` loaded it already, or an earlier call
-        return sys.modules[APP_MODULE]
-    spec = importlib.util.spec_from_file_location(APP_MODULE, APP_FILE)
+def load_modal_app(name: str = "modal_app"):
+    """launch/<name>.py as Modal's CLI loads it (modal/cli/import_refs.py::import_file_or_module), under the name
+    the CLI gives it and the container uses: registered in sys.modules before it runs. Unregistered, Modal cannot
+    find the functions' module and ships them pickled by value (`_source_info_.is_serialized()`), which the
+    container cannot load."""
+    if name in sys.modules:  # `modal run launch/<name>.py` loaded it already, or an earlier call
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, LAUNCH_DIR / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
-    sys.modules[APP_MODULE] = module
+    sys.modules[name] = module
     try:
         spec.loader.exec_module(module)
     except BaseException:
-        del sys.modules[APP_MODULE]
+        del sys.modules[name]
         raise
     return module
 

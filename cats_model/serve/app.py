@@ -6,7 +6,6 @@ import json
 import time
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -18,11 +17,11 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
 from cats_model.inference import Model, describe, image_error, read_image, sidecar_path, top_k
+from cats_model.serve import PAGE_DIR
 from cats_model.serve.batcher import Batcher
 from cats_model.serve.body_limit import BodyLimit
 from cats_model.system import available_cpus
 
-PAGE_DIR = Path(__file__).parent / "page"
 RUN_METRICS = ("val/acc_best", "test/acc", "test/acc_macro", "test/f1", "epoch")
 
 
