@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import lightning as L
@@ -101,7 +102,9 @@ def test_piped_training_prints_each_epoch_while_it_runs(tmp_path):
         for line in run.stdout:
             printed.append(line)
             if "epoch 1/2 done in" in line:
-                assert "epoch 1/2 done in" in (run_dir / "train.log").read_text()
+                # The run is held at the gate: the line reaches train.log now (its handler comes after the
+                # console's), not at the end of the run.
+                assert wait_for_line_in(run_dir / "train.log", "epoch 1/2 done in")
                 go.touch()  # the run may go on to its second epoch
         assert run.wait(timeout=600) == 0, (tmp_path / "stderr").read_text()[-3000:]
     assert go.exists()
@@ -113,3 +116,12 @@ def test_piped_training_prints_each_epoch_while_it_runs(tmp_path):
     assert all(name in progress[-1] for name in ("train/loss", "train/acc", "val/loss", "val/acc"))
     logged = (run_dir / "train.log").read_text()
     assert all(line.split("] - ")[1] in logged for line in progress)
+
+
+def wait_for_line_in(log: Path, text: str, timeout_s: float = 60) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while text not in log.read_text():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
