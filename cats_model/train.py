@@ -97,10 +97,10 @@ def train(cfg: DictConfig) -> dict:
     silence_library_noise()
     if cfg.get("print_config"):
         print_config_tree(cfg)
-    L.seed_everything(cfg.seed, workers=True)
     check_config(cfg)
     trainer_args = trainer_arguments(cfg.trainer)
     allow_tf32(trainer_args)
+    L.seed_everything(cfg.seed, workers=True)
     with hold(Path(cfg.paths.output_dir)):
         return fit_and_test(cfg, trainer_args, started)
 

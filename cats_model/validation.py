@@ -1,6 +1,7 @@
 """Check config values before anything runs: each against the type hints of what it configures, and every number
 against its allowed range (RANGES). A typo or an impossible value fails in one line, before data is read."""
 
+import importlib
 import inspect
 import math
 import types
@@ -8,7 +9,6 @@ import typing
 from dataclasses import dataclass
 from typing import Any, Literal, Union, get_args, get_origin
 
-from hydra.utils import get_method
 from omegaconf import DictConfig, OmegaConf
 
 from cats_model.data.synthetic import DOG_BREEDS
@@ -35,11 +35,10 @@ def check_target(node: DictConfig, group: str, kind: type | None = None, given: 
     that takes its settings as keyword arguments, each of a fitting type. `given`: the arguments the code adds."""
     settings = {k: v for k, v in OmegaConf.to_container(node, resolve=True).items() if not k.startswith("_")}
     target = node.get("_target_")
-    try:
-        found = get_method(str(target))
-    except Exception:
-        found = None
-    if found is None or (kind is not None and not (isinstance(found, type) and issubclass(found, kind))):
+    found = importable(str(target))
+    if not callable(found) or (
+        kind is not None and not (isinstance(found, type) and issubclass(found, kind))
+    ):
         choices = sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
         raise UserError(
             f"unknown {group} {target!r}: {group}._target_ must name an importable "
@@ -60,6 +59,21 @@ def check_target(node: DictConfig, group: str, kind: type | None = None, given: 
         if required and name not in settings and name not in given:
             raise UserError(f"{group}.{name} is missing: {target} needs it")
     check_arguments(found, settings, group)
+
+
+def importable(path: str) -> Any:
+    """The object a dotted path names (`torch.optim.AdamW`), or None. Quietly: Hydra's own lookup logs an error
+    of several lines before it raises, and a mistake must read as one line."""
+    parts = path.split(".")
+    for end in range(len(parts), 0, -1):
+        try:
+            found = importlib.import_module(".".join(parts[:end]))
+        except Exception:  # not a module (or not importable): try the path's shorter beginning
+            continue
+        for name in parts[end:]:
+            found = getattr(found, name, None)
+        return found
+    return None
 
 
 def fits(value: Any, hint: Any) -> bool:

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
-# What issue 15 asks the check to run on a GPU.
+# Every path a paid Modal run takes: what the check must run on a GPU.
 CHECKS = ["train", "resume_after_kill", "train_ddp", "train_jpeg", "predict", "export", "bench"]
 
 
