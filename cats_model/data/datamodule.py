@@ -1,7 +1,7 @@
 """LightningDataModules: Oxford-IIIT Pet (cat breeds, cat vs other; real or synthetic) and a plain folder tree.
 
 As Lightning intends: `prepare_data` fetches or generates the files, `setup` reads them (lists the images, drops
-the unreadable ones, splits, chooses the pipeline); the Trainer calls both again, and then they return at once.
+the unreadable ones, splits, chooses the pipeline). The Trainer calls both again: cheap, nothing is read twice.
 """
 
 import logging

@@ -5,6 +5,7 @@
 one in `setup`.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,23 +48,27 @@ class CachedPipeline:
     def __init__(self, augmentation: Augmentation, cache_file: Path, rows: dict[str, int]):
         self.augmentation, self.cache_file, self.rows = augmentation, cache_file, rows
 
-    def dataset(self, samples: list[Sample], train: bool, device: torch.device) -> tuple[Dataset, object]:
+    def dataset(
+        self, samples: list[Sample], train: bool, device: torch.device
+    ) -> tuple[Dataset, Callable | None]:
         """The loader's dataset and collate function, for batches bound for `device`."""
-        a = self.augmentation
-        crop = None if crops_on_device(device) else WorkerCrop(a.image_size, a.crop_scale if train else None)
+        aug = self.augmentation
+        crop = (
+            None if crops_on_device(device) else WorkerCrop(aug.image_size, aug.crop_scale if train else None)
+        )
         items = [(self.rows[path], label) for path, label in samples]
         return CachedImageDataset(self.cache_file, items, crop), already_batched
 
     def on_device(self, images: torch.Tensor, train: bool) -> torch.Tensor:
         """A batch from `dataset`, on the training device, made model-ready."""
-        a = self.augmentation
+        aug = self.augmentation
         if crops_on_device(images.device):
             if train:
-                boxes = sample_boxes(len(images), a.crop_scale, device=images.device)
-                images = crop_resize_flip(images, a.image_size, boxes)
+                boxes = sample_boxes(len(images), aug.crop_scale, device=images.device)
+                images = crop_resize_flip(images, aug.image_size, boxes)
             else:
-                images = centre_crop(images, a.image_size)
-        return jitter_and_normalize(images, a.color_jitter if train else 0.0, a.mean, a.std)
+                images = centre_crop(images, aug.image_size)
+        return jitter_and_normalize(images, aug.color_jitter if train else 0.0, aug.mean, aug.std)
 
 
 class JpegPipeline:
@@ -72,14 +77,16 @@ class JpegPipeline:
     def __init__(self, augmentation: Augmentation):
         self.augmentation = augmentation
 
-    def dataset(self, samples: list[Sample], train: bool, device: torch.device) -> tuple[Dataset, object]:
-        a = self.augmentation
+    def dataset(
+        self, samples: list[Sample], train: bool, device: torch.device
+    ) -> tuple[Dataset, Callable | None]:
+        aug = self.augmentation
         if train:
-            transform = train_transform(a.image_size, a.mean, a.std, a.crop_scale, a.color_jitter)
+            transform = train_transform(aug.image_size, aug.mean, aug.std, aug.crop_scale, aug.color_jitter)
         else:
-            transform = eval_transform(a.image_size, a.mean, a.std)
+            transform = eval_transform(aug.image_size, aug.mean, aug.std)
         # Large JPEGs decode at reduced scale, still twice the training size (enough for the random crops).
-        return ImageDataset(samples, transform, min_side=2 * a.image_size), None
+        return ImageDataset(samples, transform, min_side=2 * aug.image_size), None
 
     def on_device(self, images: torch.Tensor, train: bool) -> torch.Tensor:
         return images
