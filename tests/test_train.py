@@ -89,7 +89,8 @@ def test_checkpoint_is_usable_without_the_config(tmp_path):
     model = load_classifier(metrics["best_model_path"])
     assert model.class_names == metrics["classes"]
 
-    # Checkpoints written before the optimizer and scheduler were configs with `_target_` still load.
+    # A checkpoint whose optimizer and scheduler are named the older way ({"name": ...}) still loads: loading
+    # never builds them.
     checkpoint["hyper_parameters"].update(
         optimizer={"name": "adamw", "lr": 1e-3, "weight_decay": 0.05},
         scheduler={"name": "warmup_cosine", "warmup_epochs": 1, "min_lr_ratio": 0.01},
