@@ -77,10 +77,10 @@ def checked_checksums(value, origin: str = "checksums") -> dict[str, str]:
 
 
 def default_root() -> Path:
-    from cats_model.paths import PROJECT_ROOT
+    """Where training reads the dataset: `paths.oxford_dir` of the configs."""
+    from cats_model.paths import configured_path
 
-    data_dir = os.environ.get("CATS_MODEL_DATA_DIR") or PROJECT_ROOT / "data"
-    return Path(data_dir) / "oxford-iiit-pet"
+    return configured_path("oxford_dir")
 
 
 def is_complete(root: Path) -> bool:
@@ -332,9 +332,13 @@ def main(argv: list[str] | None = None) -> None:
                 raise UserError(f"--checksums {args.checksums}: {err}") from err
             checksums = checked_checksums(checksums, f"--checksums {args.checksums}")
         source = Source(
-            args.base_url, checksums, args.retries, timeout_s=args.timeout,
-            max_extracted_bytes=round(args.max_extracted_gb * 1e9), max_member_bytes=round(args.max_member_mb * 1e6),
-        )  # fmt: skip
+            args.base_url,
+            checksums,
+            args.retries,
+            timeout_s=args.timeout,
+            max_extracted_bytes=round(args.max_extracted_gb * 1e9),
+            max_member_bytes=round(args.max_member_mb * 1e6),
+        )
         download(args.root, source, args.force)
 
 

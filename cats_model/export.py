@@ -55,10 +55,16 @@ def export_fp32(model: TorchModel, target: Path, opset: int) -> float:
     module, size = model.module.cpu(), model.info.image_size
     batch = torch.export.Dim("batch", min=1, max=4096)
     torch.onnx.export(
-        module, (torch.randn(2, 3, size, size),), str(target), input_names=[ONNX_INPUT], output_names=[ONNX_OUTPUT],
-        dynamic_shapes=({0: batch},), opset_version=opset, dynamo=True,
+        module,
+        (torch.randn(2, 3, size, size),),
+        str(target),
+        input_names=[ONNX_INPUT],
+        output_names=[ONNX_OUTPUT],
+        dynamic_shapes=({0: batch},),
+        opset_version=opset,
+        dynamo=True,
         external_data=False,  # one self-contained file, so that the atomic rename moves everything
-    )  # fmt: skip
+    )
     session = onnxruntime.InferenceSession(str(target), providers=["CPUExecutionProvider"])
     worst = 0.0
     for count in (1, 5):  # two sizes: the batch axis really is dynamic

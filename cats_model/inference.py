@@ -18,12 +18,13 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from cats_model.data.images import IMAGE_EXTENSIONS, load_rgb
+from cats_model.data.images import load_rgb
 from cats_model.data.transforms import EVAL_CROP_RATIO, eval_transform
 from cats_model.errors import UserError
 from cats_model.system import available_cpus
+from cats_model.validation import RANGES
 
-IMAGE_SIZES = range(16, 2049)  # pixels a side that a model may ask for; outside is a crafted or broken file
+IMAGE_SIZES = RANGES["data.image_size"]  # what training accepts; outside is a crafted or broken file
 MAX_CLASSES = 100_000
 MAX_CLASS_NAME = 200  # characters
 ONNX_INPUT, ONNX_OUTPUT = "image", "logits"
@@ -59,8 +60,8 @@ def checked_info(values: dict, source: str | Path) -> ModelInfo:
         refuse(f"class_names that are not a list of 1 to {MAX_CLASSES} names")
     if not all(isinstance(n, str) and 0 < len(n) <= MAX_CLASS_NAME for n in names):
         refuse(f"a class name that is not text of 1 to {MAX_CLASS_NAME} characters")
-    if isinstance(size, bool) or not isinstance(size, int) or size not in IMAGE_SIZES:
-        refuse(f"image_size={size!r:.40} (expected {IMAGE_SIZES.start} to {IMAGE_SIZES.stop - 1} pixels)")
+    if size not in IMAGE_SIZES:
+        refuse(f"image_size={size!r:.40} (expected {IMAGE_SIZES})")
     for key, low, high in (("mean", 0.0, 1.0), ("std", 1e-3, 1.0)):
         triple = values.get(key)
         if not (
@@ -213,17 +214,6 @@ def load_model(path: str | Path, device: str | None = None, threads: int | None 
 def describe(model: Model) -> dict:
     """What /model and the bench report: the info, the kind, the file."""
     return {"file": model.path.name, "kind": model.kind, **model.info.as_dict()}
-
-
-def image_files(paths: list[str | Path]) -> list[str]:
-    """Files as given, and the images inside folders (recursively, sorted)."""
-    files = []
-    for path in map(Path, paths):
-        if path.is_dir():
-            files += sorted(str(p) for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
-        else:
-            files.append(str(path))
-    return files
 
 
 @cache

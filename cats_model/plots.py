@@ -1,6 +1,7 @@
 """Pictures of a finished run: the test confusion matrix, per-class accuracy, and the training curves."""
 
 import csv
+import logging
 from pathlib import Path
 
 import matplotlib
@@ -10,6 +11,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from cats_model.atomic import atomic_path  # noqa: E402
+
+log = logging.getLogger(__name__)
 
 
 def _save(figure, path: Path) -> str:
@@ -84,8 +87,11 @@ def training_curves_png(path: Path, metrics_csv: Path) -> str | None:
     return _save(figure, path)
 
 
-def write_run_plots(run_dir: Path, class_names: list[str], test_report: dict, metrics_csv: Path) -> dict:
-    """All pictures a run can have; returns {name: path} for metrics.json."""
+def write_run_plots(
+    run_dir: Path, class_names: list[str], test_report: dict, metrics_csv: Path | None
+) -> dict:
+    """All pictures a run can have; returns {name: path} for metrics.json. `metrics_csv`: the CSV logger's
+    file, where the training curves come from (None: the run had no CSV logger)."""
     plots = {}
     if test_report.get("confusion_matrix"):
         confusion = test_report["confusion_matrix"]
@@ -95,6 +101,11 @@ def write_run_plots(run_dir: Path, class_names: list[str], test_report: dict, me
         plots["per_class_accuracy"] = per_class_csv(
             run_dir / "per_class_accuracy.csv", class_names, confusion
         )
+    if metrics_csv is None:
+        log.info(
+            "no training curves: they are drawn from the CSV log, and this run has no CSV logger (logger=csv)"
+        )
+        return plots
     curves = training_curves_png(run_dir / "training_curves.png", metrics_csv)
     if curves:
         plots["training_curves"] = curves

@@ -7,16 +7,9 @@ import argparse
 import json
 import sys
 
+from cats_model.data.images import image_files
 from cats_model.errors import UserError, exit_on_user_error
-from cats_model.inference import (
-    Model,
-    check_top_k,
-    image_files,
-    load_model,
-    printable,
-    read_images,
-    top_k,
-)
+from cats_model.inference import Model, check_top_k, load_model, printable, read_images, top_k
 
 
 def predict_files(model: Model, files: list[str], k: int = 3, batch_size: int = 32) -> list[dict]:

@@ -16,16 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
+from cats_model.data.images import image_files, list_images
 from cats_model.errors import UserError
-from cats_model.inference import (
-    ONNX_INPUT,
-    ModelInfo,
-    OnnxModel,
-    TorchModel,
-    image_files,
-    printable,
-    read_images,
-)
+from cats_model.inference import ONNX_INPUT, ModelInfo, OnnxModel, TorchModel, printable, read_images
 
 CALIBRATION_BATCH = 16
 EVAL_BATCH = 64
@@ -72,7 +65,9 @@ def run_splits(model: TorchModel):
             "give --calibration DIR and --eval DIR"
         )
     datamodule = instantiate(OmegaConf.load(config).data, _convert_="all")
-    splits = datamodule.find_splits()
+    datamodule.prepare_data()
+    datamodule.setup()
+    splits = datamodule.splits
     if tuple(splits.classes) != model.info.class_names:
         raise UserError(
             f"the dataset of {config} now has other classes than the checkpoint: give --calibration and --eval"
@@ -91,7 +86,7 @@ def labelled_folder(root: Path, class_names: tuple[str, ...]) -> list[tuple[str,
             f"--eval {root}: {printable(', '.join(unknown[:5]))} are not classes of this model; "
             "lay it out as <class name>/<image> with the model's class names"
         )
-    return [(path, class_names.index(f.name)) for f in folders for path in image_files([f])]
+    return [(path, class_names.index(f.name)) for f in folders for path in list_images(f)]
 
 
 def guard_sets(model: TorchModel, options: Int8Options) -> GuardSets:

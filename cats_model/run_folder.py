@@ -1,9 +1,11 @@
-"""A run folder's life across processes: one training at a time, resume from the newest good checkpoint, and
-`resume=false` that moves the earlier checkpoints aside instead of deleting or mixing them."""
+"""A run folder's life across processes: one training at a time, resume from the newest good checkpoint,
+`resume=false` that moves the earlier checkpoints aside instead of deleting or mixing them, and no empty folder
+left by a run that failed to start."""
 
 import contextlib
 import logging
 import os
+import shutil
 import socket
 import time
 from pathlib import Path
@@ -21,6 +23,16 @@ except ImportError:  # Windows: no advisory locks
 
 log = logging.getLogger(__name__)
 LOCK_FILE = ".lock"
+HYDRA_DIR = ".hydra"  # Hydra's copy of the config, written before the run starts
+
+
+def _try_lock(file) -> bool:
+    """Take the OS lock on the open `file` without waiting; False when another process holds it."""
+    try:
+        fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
 
 
 @contextlib.contextmanager
@@ -36,16 +48,17 @@ def hold(folder: Path):
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / LOCK_FILE, "a+") as file:
         try:
-            fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+            locked = _try_lock(file)
+        except OSError as err:  # a filesystem without locks
+            log.warning("cannot lock %s (%s): make sure no other training uses it", folder, err)
+            locked = True
+        if not locked:
             file.seek(0)
             holder = file.read().strip() or "a process that has not said which"
             raise UserError(
                 f"{folder} is in use by another training ({holder}): wait for it to end, or train in another "
                 f"folder (run_name=... or hydra.run.dir=...)"
-            ) from None
-        except OSError as err:  # a filesystem without locks
-            log.warning("cannot lock %s (%s): make sure no other training uses it", folder, err)
+            )
         file.truncate(0)
         file.write(
             f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n"
@@ -69,13 +82,15 @@ def set_aside_checkpoints(checkpoint_dir: Path) -> Path | None:
     return aside
 
 
-def resume_checkpoint(last: Path) -> Path | None:
-    """The checkpoint to resume from: `last`, or when it is damaged or missing, the one written before it
-    (with a warning; the damaged file is kept beside as `<name>.damaged`); None when there is neither.
-
-    Temporary files of a write cut short by a kill are removed: the checkpoint they were to replace is intact."""
-    for leftover in last.parent.glob(".*.tmp"):
+def remove_unfinished_writes(checkpoint_dir: Path) -> None:
+    """Temporary files of checkpoint writes cut short by a kill: the checkpoints they were to replace are intact."""
+    for leftover in checkpoint_dir.glob(".*.tmp"):
         leftover.unlink()
+
+
+def checkpoint_to_resume(last: Path) -> Path | None:
+    """The checkpoint to resume from: `last`, or when it is damaged or missing, the one written before it
+    (with a warning; the damaged file is set aside as `<name>.damaged`); None when there is neither."""
     previous = previous_checkpoint(last)
     problems, chosen = {}, None  # problems: {path: what is wrong with it}
     for path in (path for path in (last, previous) if path.is_file()):
@@ -95,3 +110,45 @@ def resume_checkpoint(last: Path) -> Path | None:
             last.rename(last.with_name(last.name + ".damaged"))
         log.warning("%s: resuming from %s, one epoch earlier", why, previous)
     return chosen
+
+
+def remove_if_empty(run_dir: Path, log_name: str) -> bool:
+    """Remove `run_dir` if it holds nothing but Hydra's files, the lock file and the job's log (whose lines were
+    also printed on the console), and no other process holds it; True if removed."""
+    if not run_dir.is_dir() or {p.name for p in run_dir.iterdir()} - {HYDRA_DIR, LOCK_FILE, log_name}:
+        return False
+    with _unless_in_use(run_dir) as free:
+        if not free:
+            return False
+        shutil.rmtree(run_dir / HYDRA_DIR, ignore_errors=True)
+        for name in (log_name, LOCK_FILE):
+            (run_dir / name).unlink(missing_ok=True)
+    with contextlib.suppress(OSError):  # something new appeared meanwhile: keep it
+        run_dir.rmdir()
+    return not run_dir.exists()
+
+
+@contextlib.contextmanager
+def _unless_in_use(run_dir: Path):
+    """Yield True, holding the folder's lock when it has one, or False when another process holds it."""
+    lock = run_dir / LOCK_FILE
+    if fcntl is None or not lock.is_file():
+        yield True
+        return
+    with open(lock, "a") as file:
+        try:
+            free = _try_lock(file)
+        except OSError:  # a filesystem without locks: nothing tells whether another training is starting
+            free = False
+        yield free
+
+
+@contextlib.contextmanager
+def removed_if_failed_empty(run_dir: str | Path, log_name: str):
+    """A run that fails before writing anything of its own leaves no folder behind: Hydra creates the folder,
+    with its config copy and the job's log, before the task starts."""
+    try:
+        yield
+    except BaseException:
+        remove_if_empty(Path(run_dir), log_name)
+        raise

@@ -12,18 +12,25 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import get_class, instantiate
+from lightning.pytorch.loggers import CSVLogger
 from omegaconf import DictConfig, OmegaConf
 
 from cats_model.atomic import atomic_write_text
 from cats_model.callbacks import AtomicCheckpointIO, TrainSpeed
 from cats_model.console import print_config_tree
 from cats_model.errors import UserError, exit_on_user_error
-from cats_model.failed_start import removed_if_failed_empty
+from cats_model.instantiators import instantiate_callbacks, instantiate_loggers
 from cats_model.noise import resuming_quietly, silence_library_noise
 from cats_model.paths import CONFIG_DIR  # importing it registers the config resolvers
 from cats_model.plots import write_run_plots
-from cats_model.run_folder import hold, resume_checkpoint, set_aside_checkpoints
-from cats_model.validation import check_arguments, check_ranges
+from cats_model.run_folder import (
+    checkpoint_to_resume,
+    hold,
+    remove_unfinished_writes,
+    removed_if_failed_empty,
+    set_aside_checkpoints,
+)
+from cats_model.validation import check_arguments, check_ranges, check_target
 
 log = logging.getLogger(__name__)
 METRICS_FILE = "metrics.json"
@@ -33,10 +40,8 @@ def _uses_cuda(accelerator: str) -> bool:
     return accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
 
 
-def trainer_settings(trainer_cfg: DictConfig) -> dict:
-    """The Trainer's arguments, with `precision: auto` decided by the hardware and GPU requests checked.
-
-    On CUDA, float32 matrix products outside autocast (all of them under 32-true) may use TF32 tensor cores."""
+def trainer_arguments(trainer_cfg: DictConfig) -> dict:
+    """The Trainer's arguments, with `precision: auto` decided by the hardware and GPU requests checked."""
     settings = OmegaConf.to_container(trainer_cfg, resolve=True)
     accelerator = str(settings.get("accelerator", "auto"))
     if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
@@ -48,37 +53,36 @@ def trainer_settings(trainer_cfg: DictConfig) -> dict:
             settings["precision"] = "32-true"
         else:  # bf16 needs Ampere or newer; T4 and V100 get fp16 with loss scaling
             settings["precision"] = "bf16-mixed" if torch.cuda.get_device_capability()[0] >= 8 else "16-mixed"
-    if _uses_cuda(accelerator):
-        torch.set_float32_matmul_precision("high")
     return settings
 
 
-def _instantiate_all(group: DictConfig | None) -> list:
-    return [instantiate(node) for node in (group or {}).values() if node is not None and "_target_" in node]
+def allow_tf32(trainer_args: dict) -> None:
+    """On CUDA, let float32 matrix products outside autocast (all of them under 32-true) use TF32 tensor cores.
+    A process-wide setting of PyTorch's."""
+    if _uses_cuda(str(trainer_args.get("accelerator", "auto"))):
+        torch.set_float32_matmul_precision("high")
 
 
-def _loggers(group: DictConfig | None) -> list:
-    try:
-        return _instantiate_all(group)
-    except Exception as err:  # W&B, MLflow: optional packages
-        missing = err if isinstance(err, ModuleNotFoundError) else err.__cause__
-        if isinstance(missing, ModuleNotFoundError):
-            raise UserError(
-                f"the chosen logger needs a package that is not installed: {missing}; or use logger=csv"
-            ) from err
-        raise
-
-
-def checked_trainer_settings(cfg: DictConfig) -> dict:
-    """Check every value against what it configures: a typo fails here, before data, model or GPU are touched."""
+def check_config(cfg: DictConfig) -> None:
+    """Check every value against what it configures (data, model, optimizer, scheduler, Trainer) and against its
+    allowed range: a typo or an impossible value fails here in one line, before data, model or GPU are touched."""
     for group in ("data", "model"):
         check_arguments(
             get_class(cfg[group]._target_), OmegaConf.to_container(cfg[group], resolve=True), group
         )
-    settings = trainer_settings(cfg.trainer)
-    check_arguments(L.Trainer, settings, "trainer")
+    check_target(cfg.optimizer, "optimizer", torch.optim.Optimizer, given=("params",))
+    if cfg.scheduler is not None:
+        check_target(cfg.scheduler, "scheduler", given=("optimizer", "total_steps", "epochs"))
+    check_arguments(L.Trainer, trainer_arguments(cfg.trainer), "trainer")
     check_ranges(cfg)
-    return settings
+
+
+def csv_log(trainer: L.Trainer) -> Path | None:
+    """The metrics file of the run's CSV logger, if it has one: the training curves are drawn from it."""
+    for logger in trainer.loggers:
+        if isinstance(logger, CSVLogger):
+            return Path(logger.experiment.metrics_file_path)
+    return None
 
 
 def last_checkpoint(cfg: DictConfig) -> Path:
@@ -93,17 +97,21 @@ def train(cfg: DictConfig) -> dict:
     silence_library_noise()
     if cfg.get("print_config"):
         print_config_tree(cfg)
+    check_config(cfg)
+    trainer_args = trainer_arguments(cfg.trainer)
+    allow_tf32(trainer_args)
     L.seed_everything(cfg.seed, workers=True)
-    settings = checked_trainer_settings(cfg)
     with hold(Path(cfg.paths.output_dir)):
-        return fit_and_test(cfg, settings, started)
+        return fit_and_test(cfg, trainer_args, started)
 
 
-def fit_and_test(cfg: DictConfig, settings: dict, started: float) -> dict:
+def fit_and_test(cfg: DictConfig, trainer_args: dict, started: float) -> dict:
     """Everything after the checks, in the run folder this process holds."""
+    checkpoint_dir = Path(cfg.paths.checkpoint_dir)
     if not cfg.resume:
-        set_aside_checkpoints(Path(cfg.paths.checkpoint_dir))
-    resume_from = resume_checkpoint(last_checkpoint(cfg))
+        set_aside_checkpoints(checkpoint_dir)
+    remove_unfinished_writes(checkpoint_dir)
+    resume_from = checkpoint_to_resume(last_checkpoint(cfg))
     datamodule = instantiate(cfg.data, _convert_="all")
     datamodule.prepare_data()  # a missing dataset fails here
     datamodule.setup("fit")
@@ -113,16 +121,17 @@ def fit_and_test(cfg: DictConfig, settings: dict, started: float) -> dict:
         image_size=datamodule.image_size,
         mean=list(datamodule.mean),
         std=list(datamodule.std),
-        optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),
-        scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True),
+        optimizer=cfg.optimizer,
+        scheduler=cfg.scheduler,
         _convert_="all",
+        _recursive_=False,  # the optimizer and scheduler configs stay configs, built when training starts
     )
     speed = TrainSpeed()
-    callbacks = _instantiate_all(cfg.get("callbacks")) + [speed]
+    callbacks = instantiate_callbacks(cfg.get("callbacks")) + [speed]
     trainer = L.Trainer(
-        **settings,
+        **trainer_args,
         callbacks=callbacks,
-        logger=_loggers(cfg.get("logger")) or False,
+        logger=instantiate_loggers(cfg.get("logger")) or False,
         plugins=[AtomicCheckpointIO()],
     )
 
@@ -159,7 +168,7 @@ def fit_and_test(cfg: DictConfig, settings: dict, started: float) -> dict:
     if trainer.is_global_zero:
         output_dir = Path(cfg.paths.output_dir)
         metrics["plots"] = write_run_plots(
-            output_dir, datamodule.class_names, model.test_report, output_dir / "csv" / "metrics.csv"
+            output_dir, datamodule.class_names, model.test_report, csv_log(trainer)
         )
         atomic_write_text(output_dir / METRICS_FILE, json.dumps(metrics, indent=2) + "\n")
         log.info("metrics written to %s", output_dir / METRICS_FILE)

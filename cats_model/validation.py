@@ -1,6 +1,8 @@
 """Check config values before anything runs: each against the type hints of what it configures, and every number
 against its allowed range (RANGES). A typo or an impossible value fails in one line, before data is read."""
 
+import importlib
+import inspect
 import math
 import types
 import typing
@@ -11,19 +13,67 @@ from omegaconf import DictConfig, OmegaConf
 
 from cats_model.data.synthetic import DOG_BREEDS
 from cats_model.errors import UserError
+from cats_model.paths import CONFIG_DIR
 
 
 def check_arguments(target: Any, settings: dict, group: str) -> None:
-    """Raise a UserError naming `group.key` for the first value that does not fit `target`'s __init__ hints."""
+    """Raise a UserError naming `group.key` for the first value that does not fit the type hints of `target`
+    (a class's __init__, or a function)."""
     hints = {}
     for cls in reversed(getattr(target, "__mro__", [target])):  # subclasses pass **kwargs on to their bases
         try:
-            hints.update(typing.get_type_hints(cls.__init__))
+            hints.update(typing.get_type_hints(cls.__init__ if isinstance(cls, type) else cls))
         except Exception:  # unresolvable forward references: nothing to check against
             continue
     for key, value in settings.items():
         if key in hints and not fits(value, hints[key]):
             raise UserError(f"{group}.{key}={value!r} is not a valid value: expected {describe(hints[key])}")
+
+
+def check_target(node: DictConfig, group: str, kind: type | None = None, given: tuple[str, ...] = ()) -> None:
+    """A `_target_` config (optimizer, scheduler): it must name `kind` (a subclass) or any callable, importable,
+    that takes its settings as keyword arguments, each of a fitting type. `given`: the arguments the code adds."""
+    settings = {k: v for k, v in OmegaConf.to_container(node, resolve=True).items() if not k.startswith("_")}
+    target = node.get("_target_")
+    found = importable(str(target))
+    if not callable(found) or (
+        kind is not None and not (isinstance(found, type) and issubclass(found, kind))
+    ):
+        choices = sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
+        raise UserError(
+            f"unknown {group} {target!r}: {group}._target_ must name an importable "
+            f"{f'{kind.__name__} class' if kind else 'function or class'}, or choose {group}={'|'.join(choices)}"
+        )
+    parameters = inspect.signature(found).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+        for key in settings:
+            if key not in parameters or key in given:
+                raise UserError(
+                    f"{group}.{key} is not a setting of {target}: remove it or check its spelling"
+                )
+    for name, parameter in parameters.items():
+        required = parameter.default is parameter.empty and parameter.kind in (
+            parameter.POSITIONAL_OR_KEYWORD,
+            parameter.KEYWORD_ONLY,
+        )
+        if required and name not in settings and name not in given:
+            raise UserError(f"{group}.{name} is missing: {target} needs it")
+    check_arguments(found, settings, group)
+
+
+def importable(path: str) -> Any:
+    """The object a dotted path names (`torch.optim.AdamW`), or None. Quietly: Hydra's own lookup logs an error
+    of several lines before it raises, and a mistake must read as one line."""
+    parts = path.split(".")
+    for end in range(len(parts), 0, -1):
+        try:
+            found = importlib.import_module(".".join(parts[:end]))
+        except Exception:  # not a module (or not importable): try the path's shorter beginning
+            continue
+        for name in parts[end:]:
+            found = getattr(found, name, None)
+        return found
+    return None
 
 
 def fits(value: Any, hint: Any) -> bool:
@@ -72,7 +122,8 @@ class Range:
             return False
         above = self.low is None or value > self.low or (value == self.low and not self.open_low)
         below = self.high is None or value < self.high or (value == self.high and not self.open_high)
-        return math.isfinite(value) and above and below  # NaN fails both comparisons
+        finite = isinstance(value, int) or math.isfinite(value)  # NaN fails the comparisons too
+        return finite and above and below
 
     def __str__(self) -> str:
         kind = "an integer" if self.integer else "a number"

@@ -47,28 +47,30 @@ class Sizes:
 GPU = Sizes(
     trainer=("trainer=gpu",),
     ddp=("trainer=ddp", "trainer.devices=1"),
-    training=(
-        "data=synthetic", "data.image_size=224", "data.batch_size=64", "data.synthetic.trainval_per_class=100",
-        "data.synthetic.test_per_class=20", "data.synthetic.dog_breeds=0", "data.synthetic.min_size=300",
-        "data.synthetic.max_size=500", "model=resnet18", "model.pretrained=false", "trainer.max_epochs=2",
-        "trainer.precision=auto",
+    training=tuple(
+        "data=synthetic data.image_size=224 data.batch_size=64 data.synthetic.trainval_per_class=100 "
+        "data.synthetic.test_per_class=20 data.synthetic.dog_breeds=0 data.synthetic.min_size=300 "
+        "data.synthetic.max_size=500 model=resnet18 model.pretrained=false trainer.max_epochs=2 "
+        "trainer.precision=auto".split()
     ),
     bench=(),  # its defaults: resnet18 at 224 px, batch 64, Oxford-sized synthetic photos
     budget_s=420,
-)  # fmt: skip
+)
 CPU = Sizes(
     trainer=("trainer=cpu",),
     # Two processes, so that Lightning's relaunch really runs; SyncBatchNorm needs a GPU.
     ddp=("trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.sync_batchnorm=false"),
-    training=(
-        "data=synthetic", "data.image_size=32", "data.batch_size=16", "data.num_workers=0",
-        "data.synthetic.trainval_per_class=6", "data.synthetic.test_per_class=2", "data.synthetic.dog_breeds=0",
-        "model=resnet18", "model.pretrained=false", "trainer.max_epochs=2", "trainer.precision=auto",
+    training=tuple(
+        "data=synthetic data.image_size=32 data.batch_size=16 data.num_workers=0 "
+        "data.synthetic.trainval_per_class=6 data.synthetic.test_per_class=2 data.synthetic.dog_breeds=0 "
+        "model=resnet18 model.pretrained=false trainer.max_epochs=2 trainer.precision=auto".split()
     ),
-    bench=("--images-per-class", "8", "--image-size", "64", "--batch-size", "16", "--workers", "0",
-           "--epochs", "1", "--train-size", "32", "--train-steps", "8"),
+    bench=tuple(
+        "--images-per-class 8 --image-size 64 --batch-size 16 --workers 0 --epochs 1 --train-size 32 "
+        "--train-steps 8".split()
+    ),
     budget_s=900,
-)  # fmt: skip
+)
 EPOCHS = 2
 
 
@@ -315,9 +317,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--budget-s", type=int, help="for all checks (default: 420 on a GPU, 900 with --cpu)")
     parser.add_argument(
-        "--only", type=lambda text: set(text.split(",")), default=set(CHECKS),
+        "--only",
+        type=lambda text: set(text.split(",")),
+        default=set(CHECKS),
         help=f"a rerun of some checks, e.g. --only bench,export ({', '.join(CHECKS)}); predict and export bring train",
-    )  # fmt: skip
+    )
     args = parser.parse_args(argv)
     if unknown := args.only - set(CHECKS):
         parser.error(f"no check named {', '.join(sorted(unknown))}; the checks: {', '.join(CHECKS)}")

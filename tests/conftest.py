@@ -2,25 +2,7 @@ import os
 from pathlib import Path
 
 import pytest
-
-from cats_model.config import compose_train_config  # noqa: F401  (the tests import it from here)
-
-# Tiny synthetic runs: a few images per class at 32 px, one CPU process.
-FAST = [
-    "data=synthetic",
-    "data.image_size=32",
-    "data.batch_size=16",
-    "data.num_workers=0",
-    "data.synthetic.trainval_per_class=6",
-    "data.synthetic.test_per_class=2",
-    "data.synthetic.dog_breeds=2",
-    "model=mobilenet_v3_small",
-    "model.pretrained=false",
-    "trainer=cpu",
-    "trainer.max_epochs=1",
-    "callbacks.progress_bar=null",
-    "callbacks.model_summary=null",
-]
+from helpers import FAST  # noqa: F401  (test_modal_app and test_sweep still import it from here)
 
 
 @pytest.fixture(scope="session", autouse=True)

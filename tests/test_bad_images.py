@@ -11,9 +11,10 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import FAST, compose_train_config
+from helpers import fast_without
 from PIL import Image
 
+from cats_model.config import compose_train_config
 from cats_model.data.datamodule import FolderDataModule
 from cats_model.data.images import load_rgb, unreadable_reason
 from cats_model.data.synthetic import SyntheticSpec, ensure_synthetic
@@ -130,10 +131,8 @@ def test_a_run_over_broken_files_completes_and_reports_them(tmp_path):
     broken[0].write_bytes(broken[0].read_bytes()[:500])
     broken[1].write_bytes(b"")
     broken[2].write_text("<html>not found</html>")
-    overrides = [o for o in FAST if not o.startswith(("data=", "data.synthetic"))]
-    metrics = train(
-        compose_train_config([*overrides, "data=cat_breeds", f"data.root={root}"], tmp_path / "run")
-    )
+    overrides = [*fast_without("data=", "data.synthetic"), "data=cat_breeds", f"data.root={root}"]
+    metrics = train(compose_train_config(overrides, tmp_path / "run"))
     assert sorted(metrics["bad_images"]) == sorted(str(p) for p in broken)
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["bad_images"] == metrics["bad_images"]
     assert metrics["epoch"] == 1
@@ -208,20 +207,31 @@ def test_class_folders_that_hold_the_same_images_are_refused(tmp_path, link, tar
         FolderDataModule(str(root), num_workers=0).setup()
 
 
-@pytest.mark.parametrize("images", [1, 2])
-def test_a_class_too_small_for_every_split_is_refused(tmp_path, images):
-    root = two_class_folder(tmp_path / "data")
+def folder_with_a_tiny_class(root: Path, images: int) -> Path:
+    two_class_folder(root)
     (root / "tiny").mkdir()
     for i in range(images):
         Image.new("RGB", (40, 40), (30, 220, 30)).save(root / "tiny" / f"{i}.jpg")
+    return root
+
+
+@pytest.mark.parametrize("images", [1, 2])
+def test_a_class_too_small_for_every_split_is_refused(tmp_path, images):
+    root = folder_with_a_tiny_class(tmp_path / "data", images)
     with pytest.raises(
         UserError,
-        match=r"1 class\(es\) under .* have no image in the val split \(tiny\): a class needs at least 3 readable images",
+        match=r"1 class\(es\) under .* have no image in the val split \(tiny\): "
+        r"a class needs at least 3 readable images",
     ):
         FolderDataModule(str(root), num_workers=0).setup()
-    (root / "tiny" / "3.jpg").write_bytes((root / "red" / "0.jpg").read_bytes())
-    if images == 2:  # three images: one for each split
-        assert FolderDataModule(str(root), num_workers=0).class_names == ["blue", "red", "tiny"]
+
+
+def test_a_class_of_three_images_has_one_in_each_split(tmp_path):
+    dm = FolderDataModule(str(folder_with_a_tiny_class(tmp_path / "data", 3)), num_workers=0)
+    dm.setup()
+    assert dm.class_names == ["blue", "red", "tiny"]
+    for split in (dm.splits.train, dm.splits.val, dm.splits.test):
+        assert sum(label == 2 for _, label in split) == 1
 
 
 def test_per_class_csv_quotes_class_names(tmp_path):
@@ -233,5 +243,8 @@ def test_per_class_csv_quotes_class_names(tmp_path):
         rows = list(csv.DictReader(file))
     assert [row["class"] for row in rows] == names
     assert [(row["accuracy"], row["correct"], row["support"]) for row in rows] == [
-        ("1.0000", "1", "1"), ("1.0000", "2", "2"), ("0.0000", "0", "1"), ("0.0000", "0", "0"),
-    ]  # fmt: skip
+        ("1.0000", "1", "1"),
+        ("1.0000", "2", "2"),
+        ("0.0000", "0", "1"),
+        ("0.0000", "0", "0"),
+    ]

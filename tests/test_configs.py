@@ -1,15 +1,23 @@
 """Every config choice composes, and what it describes can be built."""
 
+import inspect
+import os
+from pathlib import Path
+
 import pytest
 import torch
-from conftest import FAST, compose_train_config
-from hydra.utils import instantiate
+from helpers import FAST
+from hydra.utils import get_class, instantiate
 from omegaconf import OmegaConf
 
+from cats_model.config import compose_train_config
+from cats_model.data.datamodule import ImageDataModule
 from cats_model.errors import UserError
+from cats_model.instantiators import instantiate_callbacks, instantiate_loggers
 from cats_model.model.backbones import BACKBONES
+from cats_model.model.classifier import CatClassifier
 from cats_model.paths import CONFIG_DIR
-from cats_model.train import _instantiate_all, _loggers, trainer_settings
+from cats_model.train import allow_tf32, trainer_arguments
 
 
 def choices(group: str) -> list[str]:
@@ -37,30 +45,83 @@ def test_every_backbone_builds_with_a_fitted_head(tmp_path, backbone):
         assert model(torch.randn(2, 3, 64, 64)).shape == (2, 3)
 
 
+@pytest.mark.parametrize("choice", choices("optimizer"))
+def test_optimizer_choices_build_without_weight_decay_on_1d_parameters(tmp_path, choice):
+    settings = OmegaConf.to_container(compose_train_config([f"optimizer={choice}"], tmp_path).optimizer)
+    model = CatClassifier(
+        ["a", "b"], "mobilenet_v3_small", pretrained=False, optimizer=settings, scheduler=None
+    )
+    optimizer = model.configure_optimizers()  # no scheduler: the optimizer alone
+    assert type(optimizer) is get_class(settings["_target_"])
+    decayed, plain = optimizer.param_groups
+    assert (decayed["lr"], decayed["weight_decay"], plain["weight_decay"]) == (
+        settings["lr"],
+        settings["weight_decay"],
+        0.0,
+    )
+    assert all(p.ndim > 1 for p in decayed["params"]) and all(p.ndim <= 1 for p in plain["params"])
+    assert len(decayed["params"]) + len(plain["params"]) == len(list(model.parameters()))
+
+
 @pytest.mark.parametrize("data", ["cat_breeds", "cat_vs_other", "synthetic", "folder"])
 def test_every_data_choice_composes(tmp_path, data):
     cfg = compose_train_config([f"data={data}"], tmp_path)
     assert {"root", "image_size", "batch_size", "num_workers"} <= set(cfg.data)
-    if data == "synthetic":
-        dm = instantiate(compose_train_config(FAST, tmp_path).data, _convert_="all")
-        dm.prepare_data()
-        assert len(dm.class_names) == 12
-        images, labels = next(iter(dm.train_dataloader()))
-        assert dm.finish_batch(images, train=True).shape == (16, 3, 32, 32) and labels.max() < 12
 
 
-@pytest.mark.parametrize("group", ["callbacks", "logger"])
-def test_every_callback_and_logger_choice_instantiates(tmp_path, group):
-    build = _loggers if group == "logger" else _instantiate_all
-    for choice in choices(group) + ["default"] * (group == "callbacks"):
-        cfg = compose_train_config([f"{group}={choice}"], tmp_path)
-        try:
-            built = build(cfg.get(group))
-        except UserError as err:  # W&B and MLflow when their packages are not installed
-            assert choice in ("wandb", "mlflow") and "needs a package" in str(err)
-            continue
-        assert all(obj is not None for obj in built)
-    assert len(_instantiate_all(compose_train_config(["logger=none"], tmp_path).callbacks)) == 4
+def test_the_synthetic_data_gives_model_ready_batches(tmp_path):
+    dm = instantiate(compose_train_config(FAST, tmp_path).data, _convert_="all")
+    dm.prepare_data()
+    dm.setup("fit")
+    assert len(dm.class_names) == 12
+    images, labels = next(iter(dm.train_dataloader()))
+    assert dm.pipeline.on_device(images, train=True).shape == (16, 3, 32, 32) and labels.max() < 12
+
+
+def test_the_data_config_and_the_datamodule_default_alike():
+    """configs/data/default.yaml states the defaults for users; ImageDataModule's signature for Python callers."""
+    defaults = OmegaConf.load(CONFIG_DIR / "data" / "default.yaml")
+    parameters = inspect.signature(ImageDataModule).parameters
+    shared = [
+        key
+        for key in defaults
+        if key in parameters
+        and not OmegaConf.is_missing(defaults, key)
+        and not OmegaConf.is_interpolation(defaults, key)
+    ]
+    assert {"image_size", "crop_scale", "color_jitter", "pipeline"} <= set(shared)
+    for key in shared:
+        expected = parameters[key].default
+        assert defaults[key] == (list(expected) if isinstance(expected, tuple) else expected), key
+
+
+def test_every_callback_choice_instantiates(tmp_path):
+    for choice in [*choices("callbacks"), "default"]:
+        built = instantiate_callbacks(compose_train_config([f"callbacks={choice}"], tmp_path).callbacks)
+        assert all(obj is not None for obj in built), choice
+    assert len(instantiate_callbacks(compose_train_config(["logger=none"], tmp_path).callbacks)) == 4
+
+
+@pytest.mark.parametrize("logger", ["csv", "tensorboard", "none"])
+def test_logger_choices_instantiate(tmp_path, logger):
+    built = instantiate_loggers(compose_train_config([f"logger={logger}"], tmp_path).logger)
+    assert len(built) == (logger != "none") and all(obj is not None for obj in built)
+
+
+@pytest.mark.parametrize("logger", ["wandb", "mlflow"])
+def test_optional_logger_choices_instantiate_or_name_their_package(tmp_path, logger):
+    cfg = compose_train_config([f"logger={logger}"], tmp_path)
+    try:
+        __import__(logger)
+    except ModuleNotFoundError:  # not installed here: one line naming the package
+        with pytest.raises(UserError, match="the chosen logger needs a package that is not installed"):
+            instantiate_loggers(cfg.logger)
+        return
+    assert all(obj is not None for obj in instantiate_loggers(cfg.logger))
+
+
+def test_every_logger_choice_is_tried():
+    assert choices("logger") == sorted(["csv", "tensorboard", "none", "wandb", "mlflow"])
 
 
 @pytest.mark.parametrize("experiment", choices("experiment"))
@@ -75,16 +136,21 @@ def test_every_debug_preset_runs_on_cpu(tmp_path, debug):
     assert cfg.trainer.accelerator == "cpu" and cfg.trainer.max_epochs == 1
 
 
-@pytest.mark.parametrize("trainer", choices("trainer") + ["default"])
-def test_trainer_choices(tmp_path, trainer):
-    cfg = compose_train_config([f"trainer={trainer}"], tmp_path)
-    wants_gpu = cfg.trainer.accelerator == "gpu"
-    if wants_gpu and not torch.cuda.is_available():
-        with pytest.raises(UserError, match="no CUDA GPU"):
-            trainer_settings(cfg.trainer)
-    else:
-        settings = trainer_settings(cfg.trainer)
-        assert settings["precision"] in ("32-true", "16-mixed", "bf16-mixed")
+@pytest.mark.parametrize("trainer", ["default", "cpu"])
+def test_trainer_choices_for_any_machine(tmp_path, trainer):
+    settings = trainer_arguments(compose_train_config([f"trainer={trainer}"], tmp_path).trainer)
+    assert settings["precision"] in ("32-true", "16-mixed", "bf16-mixed")
+
+
+@pytest.mark.parametrize("trainer", ["gpu", "ddp"])
+def test_gpu_trainer_choices_without_a_gpu_are_one_line(tmp_path, monkeypatch, trainer):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(UserError, match="no CUDA GPU"):
+        trainer_arguments(compose_train_config([f"trainer={trainer}"], tmp_path).trainer)
+
+
+def test_every_trainer_choice_is_tried():
+    assert choices("trainer") == ["cpu", "ddp", "gpu"]
 
 
 @pytest.mark.parametrize(
@@ -96,9 +162,18 @@ def test_gpu_defaults_follow_the_gpu(tmp_path, monkeypatch, capability, precisio
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *_: capability)
     calls = []
     monkeypatch.setattr(torch, "set_float32_matmul_precision", calls.append)
-    settings = trainer_settings(compose_train_config(["trainer=gpu"], tmp_path).trainer)
+    settings = trainer_arguments(compose_train_config(["trainer=gpu"], tmp_path).trainer)
     assert (settings["accelerator"], settings["precision"], settings["benchmark"]) == ("gpu", precision, True)
+    assert calls == []  # reading the settings changes nothing in the process
+    allow_tf32(settings)
     assert calls == ["high"]  # TF32 for the float32 matrix products left outside autocast
+
+
+def test_tf32_stays_off_on_a_cpu(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(torch, "set_float32_matmul_precision", calls.append)
+    allow_tf32(trainer_arguments(compose_train_config(["trainer=cpu"], tmp_path).trainer))
+    assert calls == []
 
 
 def test_configs_hold_no_unresolvable_interpolations(tmp_path):
@@ -115,3 +190,11 @@ def test_the_download_lands_where_the_oxford_configs_read(tmp_path):
 
     for data in ("cat_breeds", "cat_vs_other"):
         assert compose_train_config([f"data={data}"], tmp_path).data.root == str(default_root())
+    assert default_root().parent == Path(os.environ["CATS_MODEL_DATA_DIR"])  # moved with the data folder
+
+
+@pytest.mark.parametrize("search", choices("hparams_search"))
+def test_every_hparams_search_composes(tmp_path, search):
+    cfg = compose_train_config([f"hparams_search={search}"], tmp_path)
+    for key in cfg.hydra.sweeper.params:
+        assert OmegaConf.select(cfg, key) is not None, key  # each searches a key the config has

@@ -1,7 +1,6 @@
 """What a run prints at start reads whole in a log."""
 
-from conftest import compose_train_config
-
+from cats_model.config import compose_train_config
 from cats_model.console import print_config_tree
 
 

@@ -71,11 +71,23 @@ def test_download_sh_then_train_on_it(tmp_path, archives):
     assert len(dm.class_names) == 12 and len(dm.splits.test) == 24
 
     train = subprocess.run(
-        [sys.executable, "-m", "cats_model.train", "debug=default", "data=cat_breeds", f"data.root={root}",
-         "data.image_size=32", "model=mobilenet_v3_small", "model.pretrained=false", f"hydra.run.dir={tmp_path}/run",
-         "callbacks.progress_bar=null"],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "cats_model.train",
+            "debug=default",
+            "data=cat_breeds",
+            f"data.root={root}",
+            "data.image_size=32",
+            "model=mobilenet_v3_small",
+            "model.pretrained=false",
+            f"hydra.run.dir={tmp_path}/run",
+            "callbacks.progress_bar=null",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert train.returncode == 0, train.stderr[-3000:]
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["classes"] == dm.class_names
 

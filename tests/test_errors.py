@@ -4,26 +4,18 @@ import fcntl
 import socket
 
 import pytest
-from conftest import FAST, compose_train_config
+from helpers import assert_one_line_error, fast_without, run_cli
 from omegaconf import OmegaConf
-from test_train import run_cli
 
+from cats_model.config import compose_train_config
 from cats_model.errors import UserError
-from cats_model.failed_start import remove_if_empty
 from cats_model.paths import CONFIG_DIR
+from cats_model.run_folder import remove_if_empty
 from cats_model.train import train
 from cats_model.validation import RANGES
 
 SMOKE = ["debug=smoke", "callbacks.progress_bar=null"]
-FAST_ANY_DATA = [o for o in FAST if not o.startswith(("data=", "data.synthetic"))]
-
-
-def assert_one_line_error(result, *fragments: str) -> None:
-    assert result.returncode != 0
-    assert "Traceback" not in result.stderr, result.stderr[-3000:]
-    last = result.stderr.strip().splitlines()[-1]
-    for fragment in fragments:
-        assert fragment in last, last
+FAST_ANY_DATA = fast_without("data=", "data.synthetic")
 
 
 def closed_port() -> int:
@@ -59,9 +51,12 @@ def test_pretrained_weights_that_cannot_be_fetched(tmp_path):
     # A proxy on a closed loopback port makes the download fail at once, as it would offline.
     proxy = f"http://127.0.0.1:{closed_port()}"
     result = run_cli(
-        *SMOKE, "model.pretrained=true", f"model.weights_dir={tmp_path}/weights", f"hydra.run.dir={tmp_path}/run",
+        *SMOKE,
+        "model.pretrained=true",
+        f"model.weights_dir={tmp_path}/weights",
+        f"hydra.run.dir={tmp_path}/run",
         env_extra={"https_proxy": proxy, "HTTPS_PROXY": proxy},
-    )  # fmt: skip
+    )
     assert_one_line_error(
         result, "error: could not fetch ImageNet weights for mobilenet_v3_small", "model.pretrained=false"
     )
@@ -79,6 +74,7 @@ def test_pretrained_weights_that_cannot_be_fetched(tmp_path):
         ("data.batch_size=big", "error: data.batch_size='big' is not a valid value: expected int"),
         ("model.pretrained=maybe", "error: model.pretrained='maybe' is not a valid value: expected bool"),
         ("model.backbone=resnet999", "error: unknown backbone 'resnet999': choose one of resnet18"),
+        ("optimizer._target_=nonexistent", "error: unknown optimizer 'nonexistent'"),
     ],
 )
 def test_values_of_the_wrong_kind(tmp_path, override, message):
@@ -140,6 +136,19 @@ def test_secrets_in_the_environment_are_never_written(tmp_path):
             assert secret.encode() not in path.read_bytes(), path
 
 
+def error_before_any_data_is_read(tmp_path, override: str) -> str:
+    """The UserError that training with `override` stops with. The dataset folder does not exist: had anything
+    read data first, the error would say so instead. Nothing is written."""
+    cfg = compose_train_config(
+        [*FAST_ANY_DATA, "data=cat_breeds", f"data.root={tmp_path}/none", override, "print_config=false"],
+        tmp_path / "run",
+    )
+    with pytest.raises(UserError) as error:
+        train(cfg)
+    assert not (tmp_path / "run").exists()
+    return str(error.value)
+
+
 @pytest.mark.parametrize(
     "override, expected",
     [
@@ -167,17 +176,29 @@ def test_secrets_in_the_environment_are_never_written(tmp_path):
     ],
 )
 def test_values_out_of_range_are_one_line_before_any_data_is_read(tmp_path, override, expected):
-    # The dataset folder does not exist: had anything read data first, the error would say so instead.
-    cfg = compose_train_config(
-        [*FAST_ANY_DATA, "data=cat_breeds", f"data.root={tmp_path}/none", override, "print_config=false"],
-        tmp_path / "run",
-    )
-    key = override.split("=")[0].lstrip("+")
-    with pytest.raises(UserError) as error:
-        train(cfg)
-    assert str(error.value).startswith(f"{key}=")
-    assert str(error.value).endswith(f"is not a valid value: expected {expected}")
-    assert not (tmp_path / "run").exists()
+    message = error_before_any_data_is_read(tmp_path, override)
+    assert message.startswith(f"{override.split('=')[0].lstrip('+')}=")
+    assert message.endswith(f"is not a valid value: expected {expected}")
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        (
+            "optimizer._target_=nonexistent",
+            "unknown optimizer 'nonexistent': optimizer._target_ must name an importable Optimizer class, "
+            "or choose optimizer=adamw|sgd",
+        ),
+        ("optimizer._target_=torch.nn.Linear", "unknown optimizer 'torch.nn.Linear'"),
+        ("+optimizer.weight_dekay=0.1", "optimizer.weight_dekay is not a setting of torch.optim.AdamW"),
+        ("optimizer.lr=fast", "optimizer.lr='fast' is not a valid value: expected a number > 0"),
+        ("scheduler._target_=nowhere.schedule", "unknown scheduler 'nowhere.schedule'"),
+        ("~scheduler.min_lr_ratio", "scheduler.min_lr_ratio is missing"),
+        ("scheduler.warmup_epochs=one", "scheduler.warmup_epochs='one' is not a valid value: expected float"),
+    ],
+)
+def test_optimizer_and_scheduler_mistakes_are_one_line_before_any_data_is_read(tmp_path, override, message):
+    assert error_before_any_data_is_read(tmp_path, override).startswith(message)
 
 
 def test_fractions_that_leave_nothing_to_train_on(tmp_path):

@@ -11,11 +11,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import FAST, compose_train_config
 from faults import POINTS
-from test_errors import assert_one_line_error
-from test_train import run_cli
+from helpers import FAST, assert_one_line_error, fast_without, run_cli
 
+from cats_model.config import compose_train_config
 from cats_model.run_folder import hold
 from cats_model.train import train
 
@@ -33,14 +32,26 @@ TESTS_DIR = Path(__file__).resolve().parent
 
 
 def run(run_dir: Path, point: str, marker: Path) -> subprocess.CompletedProcess:
-    overrides = [o for o in FAST if not o.startswith("trainer.max_epochs")]
+    overrides = fast_without("trainer.max_epochs")
     env = {**os.environ, "PYTHONPATH": f"{TESTS_DIR}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     return subprocess.run(
-        [sys.executable, "-m", "cats_model.train", *overrides, f"trainer.max_epochs={EPOCHS}",
-         f"hydra.run.dir={run_dir}", "+callbacks.fault._target_=faults.KillAt", f"+callbacks.fault.point={point}",
-         "+callbacks.fault.epoch=1", f"+callbacks.fault.marker={marker}"],
-        capture_output=True, text=True, env=env, timeout=600,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "cats_model.train",
+            *overrides,
+            f"trainer.max_epochs={EPOCHS}",
+            f"hydra.run.dir={run_dir}",
+            "+callbacks.fault._target_=faults.KillAt",
+            f"+callbacks.fault.point={point}",
+            "+callbacks.fault.epoch=1",
+            f"+callbacks.fault.marker={marker}",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
 
 
 def assert_checkpoints_load(checkpoints: Path) -> None:
@@ -170,10 +181,16 @@ def test_no_good_last_checkpoint_is_one_line_and_resume_false_starts_over(traine
 def test_a_run_folder_is_used_by_one_training_at_a_time(tmp_path):
     run_dir = tmp_path / "run"
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from pathlib import Path; from cats_model.run_folder import hold\n"
-         "with hold(Path(sys.argv[1])):\n    print('held', flush=True); time.sleep(600)", str(run_dir)],
-        stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from pathlib import Path; from cats_model.run_folder import hold\n"
+            "with hold(Path(sys.argv[1])):\n    print('held', flush=True); time.sleep(600)",
+            str(run_dir),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline() == "held\n"
         result = run_cli(*FAST, f"hydra.run.dir={run_dir}")

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
-# What issue 15 asks the check to run on a GPU.
+# Every path a paid Modal run takes: what the check must run on a GPU.
 CHECKS = ["train", "resume_after_kill", "train_ddp", "train_jpeg", "predict", "export", "bench"]
 
 
@@ -68,9 +68,20 @@ def test_the_precision_and_device_are_read_from_what_lightning_says(caplog):
 def test_the_dry_run_on_the_cpu_passes_every_check(tmp_path):
     out = tmp_path / "check.json"
     result = subprocess.run(
-        ["bash", str(ROOT / "scripts" / "gpu_check.sh"), "--cpu", "--out", str(out), "--work", str(tmp_path / "work")],
-        env={**os.environ, "PYTHON": sys.executable}, capture_output=True, text=True, timeout=1200,
-    )  # fmt: skip
+        [
+            "bash",
+            str(ROOT / "scripts" / "gpu_check.sh"),
+            "--cpu",
+            "--out",
+            str(out),
+            "--work",
+            str(tmp_path / "work"),
+        ],
+        env={**os.environ, "PYTHON": sys.executable},
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     report = json.loads(out.read_text())
     assert report["checks"] == {name: "passed" for name in CHECKS}

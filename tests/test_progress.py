@@ -12,12 +12,13 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from conftest import FAST, compose_train_config
+from helpers import fast_without
 from lightning.pytorch.callbacks import RichProgressBar
 from torch.utils.data import DataLoader, TensorDataset
 
+from cats_model.config import compose_train_config
+from cats_model.instantiators import instantiate_callbacks
 from cats_model.progress import LogProgress, progress_reporter
-from cats_model.train import _instantiate_all
 
 TESTS_DIR = Path(__file__).resolve().parent
 
@@ -31,7 +32,7 @@ def test_a_terminal_gets_the_live_bar_and_a_log_gets_lines(tmp_path, monkeypatch
     monkeypatch.setattr(sys, "stdout", Terminal())
     assert isinstance(progress_reporter(), RichProgressBar)
     monkeypatch.setattr(sys, "stdout", io.StringIO())
-    callbacks = _instantiate_all(
+    callbacks = instantiate_callbacks(
         compose_train_config(["callbacks.progress_bar.every_n_steps=7"], tmp_path).callbacks
     )
     (progress,) = [c for c in callbacks if isinstance(c, LogProgress)]
@@ -89,15 +90,27 @@ def test_piped_training_prints_each_epoch_while_it_runs(tmp_path):
     """The run is held at the start of its second epoch until the test has read the first epoch's line from the
     pipe (and from train.log): had the lines waited for the end of the run, it could never have gone on."""
     run_dir, go = tmp_path / "run", tmp_path / "go"
-    overrides = [o for o in FAST if not o.startswith(("trainer.max_epochs", "callbacks.progress_bar"))]
+    overrides = fast_without("trainer.max_epochs", "callbacks.progress_bar")
     env = {**os.environ, "PYTHONPATH": f"{TESTS_DIR}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     with open(tmp_path / "stderr", "w") as stderr:
         run = subprocess.Popen(
-            [sys.executable, "-m", "cats_model.train", *overrides, "trainer.max_epochs=2", f"hydra.run.dir={run_dir}",
-             "callbacks.progress_bar.every_n_steps=2", "+callbacks.gate._target_=gate.WaitForFile",
-             f"+callbacks.gate.path={go}", "+callbacks.gate.before_epoch=1"],
-            stdout=subprocess.PIPE, stderr=stderr, text=True, env=env,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "cats_model.train",
+                *overrides,
+                "trainer.max_epochs=2",
+                f"hydra.run.dir={run_dir}",
+                "callbacks.progress_bar.every_n_steps=2",
+                "+callbacks.gate._target_=gate.WaitForFile",
+                f"+callbacks.gate.path={go}",
+                "+callbacks.gate.before_epoch=1",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+            env=env,
+        )
         printed = []
         for line in run.stdout:
             printed.append(line)

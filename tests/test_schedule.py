@@ -1,8 +1,9 @@
 import math
 
 import pytest
+import torch
 
-from cats_model.model.schedule import warmup_cosine
+from cats_model.model.schedule import warmup_cosine, warmup_cosine_schedule
 
 
 @pytest.mark.parametrize("total", [0, 1, 2, 5, 50])
@@ -17,3 +18,15 @@ def test_warmup_rises_then_cosine_falls_to_the_floor():
     assert values[0] == pytest.approx(0.1) and values[9] == pytest.approx(1.0)
     assert all(a >= b for a, b in zip(values[10:], values[11:]))
     assert values[-1] == pytest.approx(0.1)
+
+
+def test_the_schedule_warms_up_over_its_epochs_then_decays_per_step():
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    scheduler = warmup_cosine_schedule(optimizer, total_steps=40, epochs=4, warmup_epochs=1, min_lr_ratio=0.1)
+    rates = []
+    for _ in range(40):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert rates[:10] == pytest.approx([(step + 1) / 10 for step in range(10)])  # one epoch: 10 steps
+    assert rates[10] == pytest.approx(1.0) and rates[-1] == pytest.approx(0.1, abs=0.01)

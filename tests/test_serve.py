@@ -8,11 +8,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import FAST, compose_train_config
 from fastapi.testclient import TestClient
+from helpers import FAST
 from PIL import Image
 
 from cats_model.bench.serving import multipart, multipart_body, running_server, send
+from cats_model.config import compose_train_config
 from cats_model.inference import load_model
 from cats_model.predict import predict_files
 from cats_model.serve.app import ServeOptions, create_app
@@ -296,9 +297,13 @@ def test_the_page_classifies_a_chosen_photo_and_explains_a_non_image(
     chooser = browser.find_element(By.ID, "files")
     for photo in photos[:3]:
         chooser.send_keys(photo)
-        wait.until(lambda d, name=Path(photo).name: any(
-            card.find_elements(By.CSS_SELECTOR, ".bars li") for card in d.find_elements(By.CSS_SELECTOR, ".card")
-            if card.find_element(By.CLASS_NAME, "name").text == name))  # fmt: skip
+        wait.until(
+            lambda d, name=Path(photo).name: any(
+                card.find_elements(By.CSS_SELECTOR, ".bars li")
+                for card in d.find_elements(By.CSS_SELECTOR, ".card")
+                if card.find_element(By.CLASS_NAME, "name").text == name
+            )
+        )
     for card in browser.find_elements(By.CSS_SELECTOR, "#results .card"):
         photo = next(p for p in photos if Path(p).name == card.find_element(By.CLASS_NAME, "name").text)
         top = card.find_element(By.CSS_SELECTOR, ".bars li .label span").text

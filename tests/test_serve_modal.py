@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import FAST, compose_train_config
 from fastapi.testclient import TestClient
+from helpers import FAST
 
 from cats_model.cloud.calls import load_modal_app
 from cats_model.cloud.settings import MODAL_YML
+from cats_model.config import compose_train_config
 from cats_model.errors import UserError
 from cats_model.inference import load_model
 from cats_model.paths import PROJECT_ROOT

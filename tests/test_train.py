@@ -4,22 +4,14 @@ import csv
 import json
 import os
 import subprocess
-import sys
 
 import pytest
 import torch
-from conftest import FAST, compose_train_config
+from helpers import FAST, run_cli
 
+from cats_model.checkpoint import load_classifier
+from cats_model.config import compose_train_config
 from cats_model.train import train
-
-
-def run_cli(*overrides: str, cwd=None, env_extra: dict | None = None) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
-    env.update(env_extra or {})
-    return subprocess.run(
-        [sys.executable, "-m", "cats_model.train", *overrides],
-        capture_output=True, text=True, env=env, cwd=cwd, timeout=600,
-    )  # fmt: skip
 
 
 def csv_epochs(run_dir) -> list[int]:
@@ -37,7 +29,7 @@ def assert_no_library_noise(result: subprocess.CompletedProcess) -> None:
 @pytest.mark.slow
 def test_cli_learns_synthetic_data_then_resumes_with_more_epochs(tmp_path):
     run_dir = tmp_path / "run"
-    # The acceptance command, run from elsewhere than the checkout: paths must not depend on the cwd.
+    # The README's quick start, run from elsewhere than the checkout: paths must not depend on the cwd.
     command = [
         "trainer.accelerator=cpu",
         "data=synthetic",
@@ -93,11 +85,26 @@ def test_checkpoint_is_usable_without_the_config(tmp_path):
     assert hparams["image_size"] == 32
     assert hparams["mean"] == pytest.approx([0.485, 0.456, 0.406])
     assert hparams["std"] == pytest.approx([0.229, 0.224, 0.225])
+    assert hparams["optimizer"]["_target_"] == "torch.optim.AdamW"  # a string: weights_only loading works
+    model = load_classifier(metrics["best_model_path"])
+    assert model.class_names == metrics["classes"]
+
+    # A checkpoint whose optimizer and scheduler are named the older way ({"name": ...}) still loads: loading
+    # never builds them.
+    checkpoint["hyper_parameters"].update(
+        optimizer={"name": "adamw", "lr": 1e-3, "weight_decay": 0.05},
+        scheduler={"name": "warmup_cosine", "warmup_epochs": 1, "min_lr_ratio": 0.01},
+    )
+    older = tmp_path / "older.ckpt"
+    torch.save(checkpoint, older)
+    images = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(load_classifier(older)(images), model(images))
 
 
 @pytest.mark.slow
 def test_warmup_as_long_as_the_run_trains(tmp_path):
-    # The original project divided by zero when the epochs equalled the warm-up epochs.
+    # No step is left for the cosine decay after the warm-up: the schedule must still be defined.
     metrics = train(
         compose_train_config([*FAST, "trainer.max_epochs=2", "scheduler.warmup_epochs=2"], tmp_path)
     )

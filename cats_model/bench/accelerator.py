@@ -7,6 +7,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from omegaconf import OmegaConf
 from torch.utils.data import DataLoader
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -14,7 +15,7 @@ from cats_model.callbacks import TrainSpeed, synced_now
 from cats_model.config import compose_train_config
 from cats_model.data.datamodule import ImageDataModule
 from cats_model.model.classifier import CatClassifier
-from cats_model.train import trainer_settings
+from cats_model.train import allow_tf32, trainer_arguments
 
 # Dense fp16/bf16 tensor-core peaks, TFLOP/s, from the vendors' data sheets.
 PEAK_TFLOPS = {
@@ -58,40 +59,71 @@ class StepClock(L.Callback):
         return self.images / (self.end - self.start)
 
 
-def project_defaults(device: torch.device, workdir: Path) -> tuple[str, dict]:
-    """The default backbone, and the Trainer settings the configs give this device (trainer=gpu on CUDA)."""
+def project_defaults(device: torch.device, workdir: Path) -> tuple[dict, dict]:
+    """The default model's settings (backbone, optimizer, scheduler), and the Trainer settings the configs give
+    this device (trainer=gpu on CUDA, TF32 allowed there as in training)."""
     cfg = compose_train_config(["trainer=gpu" if device.type == "cuda" else "trainer=cpu"], run_dir=workdir)
-    settings = trainer_settings(cfg.trainer)
-    return cfg.model.backbone, {"precision": settings["precision"], "benchmark": settings.get("benchmark")}
+    trainer_args = trainer_arguments(cfg.trainer)
+    allow_tf32(trainer_args)
+    model = {
+        "backbone": cfg.model.backbone,
+        "optimizer": OmegaConf.to_container(cfg.optimizer, resolve=True),
+        "scheduler": OmegaConf.to_container(cfg.scheduler, resolve=True),
+    }
+    return model, {"precision": trainer_args["precision"], "benchmark": trainer_args.get("benchmark")}
 
 
 def fit(
     model: CatClassifier, device: torch.device, settings: dict, epochs: int, workdir: Path, callbacks, **data
 ):
     trainer = L.Trainer(
-        accelerator=device.type, devices=1, max_epochs=epochs, logger=False, callbacks=callbacks,
-        enable_checkpointing=False, limit_val_batches=0, num_sanity_val_steps=0, enable_progress_bar=False,
-        enable_model_summary=False, default_root_dir=workdir, **settings,
-    )  # fmt: skip
+        accelerator=device.type,
+        devices=1,
+        max_epochs=epochs,
+        logger=False,
+        callbacks=callbacks,
+        enable_checkpointing=False,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=workdir,
+        **settings,
+    )
     trainer.fit(model, **data)
 
 
 def bench_accelerator(
     dm: ImageDataModule, device: torch.device, steps: int, epochs: int, workdir: Path
 ) -> dict:
-    backbone, defaults = project_defaults(device, workdir)
-    size, batch = dm.image_size, dm.batch_size
+    model_settings, defaults = project_defaults(device, workdir)
+    backbone, size, batch, classes = (
+        model_settings["backbone"],
+        dm.image_size,
+        dm.batch_size,
+        len(dm.class_names),
+    )
 
     def new_model(channels_last: bool | None) -> CatClassifier:  # None: the project's default for the device
         torch.manual_seed(0)
-        return CatClassifier(class_names=dm.class_names, backbone=backbone, pretrained=False, image_size=size,
-                             channels_last=channels_last, mean=list(dm.mean), std=list(dm.std))  # fmt: skip
+        return CatClassifier(
+            class_names=dm.class_names,
+            pretrained=False,
+            image_size=size,
+            channels_last=channels_last,
+            mean=list(dm.mean),
+            std=list(dm.std),
+            **model_settings,
+        )
 
     # Synthetic input: a few model-ready batches, already on the device, served over and over.
     distinct = [
-        (torch.randn(batch, 3, size, size, device=device), torch.randint(0, len(dm.class_names), (batch,), device=device))
+        (
+            torch.randn(batch, 3, size, size, device=device),
+            torch.randint(0, classes, (batch,), device=device),
+        )
         for _ in range(4)
-    ]  # fmt: skip
+    ]
     synthetic = DataLoader([distinct[i % 4] for i in range(steps)], batch_size=None)
     warmup = max(2, steps // 5)
 
@@ -117,8 +149,17 @@ def bench_accelerator(
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     peak = peak_tflops(name)
     return {
-        "device": name, "model": backbone, "image_size": size, "batch_size": batch, **defaults,
-        "fp32_images_per_sec": fp32, "defaults_images_per_sec": with_defaults, "speedup": with_defaults / fp32,
-        "achieved_tflops": tflops, "peak_tflops": peak, "fraction_of_peak": tflops / peak if peak else None,
-        "epoch_images_per_sec": epoch, "epoch_vs_synthetic": epoch / with_defaults,
-    }  # fmt: skip
+        "device": name,
+        "model": backbone,
+        "image_size": size,
+        "batch_size": batch,
+        **defaults,
+        "fp32_images_per_sec": fp32,
+        "defaults_images_per_sec": with_defaults,
+        "speedup": with_defaults / fp32,
+        "achieved_tflops": tflops,
+        "peak_tflops": peak,
+        "fraction_of_peak": tflops / peak if peak else None,
+        "epoch_images_per_sec": epoch,
+        "epoch_vs_synthetic": epoch / with_defaults,
+    }

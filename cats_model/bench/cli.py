@@ -3,7 +3,6 @@
 import argparse
 import importlib
 import json
-import os
 import platform
 import sys
 import time
@@ -15,8 +14,10 @@ import cats_model.bench
 from cats_model.bench.accelerator import bench_accelerator
 from cats_model.bench.framework import bench_framework
 from cats_model.bench.input import bench_input
+from cats_model.bench.table import markdown_table
 from cats_model.data.datamodule import CatBreedsDataModule
 from cats_model.data.synthetic import SyntheticSpec, ensure_synthetic
+from cats_model.paths import configured_path
 from cats_model.system import available_cpus, default_num_workers
 
 
@@ -59,26 +60,37 @@ def main(argv: list[str] | None = None, accelerator_section: bool | None = None)
         return importlib.import_module(SECTIONS[argv[0]]).main(argv[1:])
     args = parse_args(argv)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    root = args.root or ensure_synthetic(
-        Path(os.environ.get("CATS_MODEL_DATA_DIR", "data")) / f"synthetic-pet-bench-{args.images_per_class}",
-        SyntheticSpec(trainval_per_class=args.images_per_class, test_per_class=4, dog_breeds=0, min_size=300, max_size=500),
-    )  # fmt: skip
+    spec = SyntheticSpec(
+        trainval_per_class=args.images_per_class, test_per_class=4, dog_breeds=0, min_size=300, max_size=500
+    )
+    bench_data = configured_path("data_dir") / f"synthetic-pet-bench-{args.images_per_class}"
+    root = args.root or ensure_synthetic(bench_data, spec)
     dm = CatBreedsDataModule(
         str(root), image_size=args.image_size, batch_size=args.batch_size, num_workers=args.workers
     )
     earlier_caches = set((root / ".cache").glob("*.npy"))
     started = time.perf_counter()
-    dm.setup()  # scans the images and builds the decoded cache, like the first run on a dataset
+    dm.setup()  # like the first run on a dataset: scans the images and builds the decoded cache
     workdir = args.json.parent.absolute() / "bench-runs"
+    machine = {
+        "platform": platform.platform(),
+        "cpus": available_cpus(),
+        "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+        "torch": torch.__version__,
+        "workers": args.workers,
+        "batch_size": args.batch_size,
+        "image_size": args.image_size,
+        "train_images": len(dm.splits.train),
+    }
     results = {
-        "machine": {"platform": platform.platform(), "cpus": available_cpus(), "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
-                    "torch": torch.__version__, "workers": args.workers, "batch_size": args.batch_size, "image_size": args.image_size,
-                    "train_images": len(dm.splits.train)},
+        "machine": machine,
         "setup_s": time.perf_counter() - started,
-        "cache_built": dm.cache_file not in earlier_caches,
+        "cache_built": bool(set((root / ".cache").glob("*.npy")) - earlier_caches),
         "input_pipeline": bench_input(dm, args.epochs, device),
-        "framework": bench_framework(args.train_steps, args.train_size, min(args.batch_size, 32), args.train_model, device, workdir),
-    }  # fmt: skip
+        "framework": bench_framework(
+            args.train_steps, args.train_size, min(args.batch_size, 32), args.train_model, device, workdir
+        ),
+    }
     if accelerator_section is None:
         accelerator_section = device.type == "cuda"
     if accelerator_section:
@@ -90,22 +102,52 @@ def main(argv: list[str] | None = None, accelerator_section: bool | None = None)
 
 def format_results(results: dict) -> str:
     i, f, m = results["input_pipeline"], results["framework"], results["machine"]
-    lines = [
-        f"machine: {m['device']}, {m['cpus']} CPUs, torch {m['torch']}; batch {m['batch_size']}, {m['workers']} workers, "
-        f"{m['image_size']} px, {m['train_images']} training images",
-        "| measurement | project | reference | ratio |",
-        "|---|---|---|---|",
-        f"| input pipeline, images/s (vs plain torchvision) | {i['project_images_per_sec']:.0f} | {i['baseline_images_per_sec']:.0f} | {i['ratio']:.2f}x |",
-        f"| training, images/s ({f['model']} {f['image_size']} px; Trainer vs hand loop) | {f['trainer_images_per_sec']:.1f} | {f['hand_loop_images_per_sec']:.1f} | {f['ratio']:.3f} |",
-    ]  # fmt: skip
+    heading = (
+        f"machine: {m['device']}, {m['cpus']} CPUs, torch {m['torch']}; batch {m['batch_size']}, "
+        f"{m['workers']} workers, {m['image_size']} px, {m['train_images']} training images"
+    )
+    rows = [
+        [
+            "input pipeline, images/s (vs plain torchvision)",
+            f"{i['project_images_per_sec']:.0f}",
+            f"{i['baseline_images_per_sec']:.0f}",
+            f"{i['ratio']:.2f}x",
+        ],
+        [
+            f"training, images/s ({f['model']} {f['image_size']} px; Trainer vs hand loop)",
+            f"{f['trainer_images_per_sec']:.1f}",
+            f"{f['hand_loop_images_per_sec']:.1f}",
+            f"{f['ratio']:.3f}",
+        ],
+    ]
     if "accelerator" in results:
         a = results["accelerator"]
-        peak = f"{a['peak_tflops']}" if a["peak_tflops"] else "unknown"
-        lines += [
-            f"| {a['model']} {a['image_size']} px on {a['device']}, images/s ({a['precision']} vs 32-true) | {a['defaults_images_per_sec']:.0f} | {a['fp32_images_per_sec']:.0f} | {a['speedup']:.2f}x |",
-            f"| arithmetic, TFLOP/s (vs peak) | {a['achieved_tflops']:.1f} | {peak} | {a['fraction_of_peak'] or 0:.2f} |",
-            f"| a whole epoch of real data vs synthetic input, images/s | {a['epoch_images_per_sec']:.0f} | {a['defaults_images_per_sec']:.0f} | {a['epoch_vs_synthetic']:.2f} |",
-        ]  # fmt: skip
-    cache = "decoded cache built" if results["cache_built"] else "decoded cache found from an earlier run"
-    lines.append(f"(data set up in {results['setup_s']:.1f} s: image scan, {cache})")
-    return "\n".join(lines)
+        rows += [
+            [
+                f"{a['model']} {a['image_size']} px on {a['device']}, images/s ({a['precision']} vs 32-true)",
+                f"{a['defaults_images_per_sec']:.0f}",
+                f"{a['fp32_images_per_sec']:.0f}",
+                f"{a['speedup']:.2f}x",
+            ],
+            [
+                "arithmetic, TFLOP/s (vs peak)",
+                f"{a['achieved_tflops']:.1f}",
+                f"{a['peak_tflops']}" if a["peak_tflops"] else "unknown",
+                f"{a['fraction_of_peak'] or 0:.2f}",
+            ],
+            [
+                "a whole epoch of real data vs synthetic input, images/s",
+                f"{a['epoch_images_per_sec']:.0f}",
+                f"{a['defaults_images_per_sec']:.0f}",
+                f"{a['epoch_vs_synthetic']:.2f}",
+            ],
+        ]
+    cache = (
+        "image scan, decoded cache built"
+        if results["cache_built"]
+        else "decoded cache and its list of unreadable images found from an earlier run"
+    )
+    footer = f"(data set up in {results['setup_s']:.1f} s: {cache})"
+    return "\n".join(
+        [heading, *markdown_table(["measurement", "project", "reference", "ratio"], rows), footer]
+    )

@@ -10,11 +10,14 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from hydra.utils import instantiate
 from torch.utils.data import DataLoader
 
 from cats_model.callbacks import TrainSpeed, synced_now
 from cats_model.loggers import ResumableCSVLogger
 from cats_model.model.classifier import CatClassifier
+
+HAND_LOOP_OPTIMIZER = {"_target_": "torch.optim.AdamW", "lr": 1e-3, "weight_decay": 0.0}
 
 
 class InterleavedHandLoop(L.Callback):
@@ -30,7 +33,7 @@ class InterleavedHandLoop(L.Callback):
 
     def on_train_start(self, trainer, pl_module):
         self.model.to(pl_module.device).train()
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=1e-3, weight_decay=0.0)
+        self.optimizer = instantiate(HAND_LOOP_OPTIMIZER, _partial_=True)(self.model.parameters())
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         trainer_done = self.clock(pl_module.device)
@@ -59,9 +62,16 @@ def bench_framework(
     clock=synced_now,
 ) -> dict:
     torch.manual_seed(0)
-    # channels_last off: on a GPU the Trainer's copy would otherwise switch to it and the hand loop's would not.
-    model = CatClassifier(class_names=[str(i) for i in range(12)], backbone=backbone, pretrained=False, image_size=image_size,
-                          optimizer={"name": "adamw", "lr": 1e-3}, scheduler={"name": "constant"}, channels_last=False)  # fmt: skip
+    model = CatClassifier(
+        class_names=[str(i) for i in range(12)],
+        backbone=backbone,
+        pretrained=False,
+        image_size=image_size,
+        optimizer=HAND_LOOP_OPTIMIZER,  # the same for both sides
+        scheduler=None,
+        # off: on a GPU the Trainer's copy would otherwise switch to it and the hand loop's would not
+        channels_last=False,
+    )
     batches = [
         (torch.randn(batch_size, 3, image_size, image_size), torch.randint(0, 12, (batch_size,)))
         for _ in range(steps)
@@ -70,10 +80,19 @@ def bench_framework(
     # What a project run has per step: its CSV logger and speed callback; the hand loop's callback comes last,
     # so that everything else the Trainer does for a step falls inside the Trainer's time.
     trainer = L.Trainer(
-        accelerator=device.type, devices=1, max_epochs=1, precision="32-true", default_root_dir=workdir,
-        logger=ResumableCSVLogger(workdir), callbacks=[TrainSpeed(), hand], enable_checkpointing=False,
-        limit_val_batches=0, num_sanity_val_steps=0, enable_model_summary=False, enable_progress_bar=False,
-    )  # fmt: skip
+        accelerator=device.type,
+        devices=1,
+        max_epochs=1,
+        precision="32-true",
+        default_root_dir=workdir,
+        logger=ResumableCSVLogger(workdir),
+        callbacks=[TrainSpeed(), hand],
+        enable_checkpointing=False,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        enable_model_summary=False,
+        enable_progress_bar=False,
+    )
     trainer.fit(model, train_dataloaders=DataLoader(batches, batch_size=None))
     hand_rate, trainer_rate = hand.images / hand.hand_seconds, hand.images / hand.trainer_seconds
     return {

@@ -135,13 +135,29 @@ def format_results(results: dict) -> str:
         f"{threads} thread{'s' if threads != 1 else ''} each; medians of {results['rounds']} interleaved rounds; "
         f"agreement and accuracy on {results['eval']['images']} images of {results['eval']['source']}"
     )
-    header = ["variant", f"images/s (batch {results['batch_size']})", "vs eager", "p50 ms (batch 1)", "p99 ms",
-              "size MB", "top-1 agreement", "top-1 accuracy"]  # fmt: skip
+    header = [
+        "variant",
+        f"images/s (batch {results['batch_size']})",
+        "vs eager",
+        "p50 ms (batch 1)",
+        "p99 ms",
+        "size MB",
+        "top-1 agreement",
+        "top-1 accuracy",
+    ]
     rows = [
-        [name, f"{r['images_per_sec']:.0f}", f"{r['speedup']:.2f}x", f"{r['p50_ms']:.1f}", f"{r['p99_ms']:.1f}",
-         f"{r['bytes'] / 1e6:.1f}", f"{r['agreement']:.3f}", f"{r['accuracy']:.3f}"]
+        [
+            name,
+            f"{r['images_per_sec']:.0f}",
+            f"{r['speedup']:.2f}x",
+            f"{r['p50_ms']:.1f}",
+            f"{r['p99_ms']:.1f}",
+            f"{r['bytes'] / 1e6:.1f}",
+            f"{r['agreement']:.3f}",
+            f"{r['accuracy']:.3f}",
+        ]
         for name, r in results["variants"].items()
-    ]  # fmt: skip
+    ]
     return "\n".join([heading, *markdown_table(header, rows)])
 
 

@@ -46,7 +46,7 @@ def bench_input(dm: ImageDataModule, epochs: int, device: torch.device) -> dict:
     )  # fmt: skip
 
     def finish_project(batch):
-        return dm.finish_batch(batch.to(device, non_blocking=True), train=True)
+        return dm.pipeline.on_device(batch.to(device, non_blocking=True), train=True)
 
     def finish_baseline(batch):
         return batch.to(device, non_blocking=True)

@@ -8,7 +8,6 @@ each, side by side, and the mean batch the server formed (from /health).
 import argparse
 import http.client
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -23,8 +22,8 @@ import httpx
 import numpy as np
 
 from cats_model.bench.table import markdown_table
+from cats_model.data.images import image_files
 from cats_model.errors import UserError, exit_on_user_error
-from cats_model.inference import image_files
 
 
 def free_port() -> int:
@@ -138,10 +137,16 @@ def format_results(results: dict) -> str:
         f"speedup {results['speedup']:.2f}x"
     )
     rows = [
-        [name, f"{r['images_per_sec']:.1f}", f"{r['p50_ms']:.1f}", f"{r['p99_ms']:.1f}", f"{r['mean_batch']:.1f}",
-         f"{r['failed']:.0f}"]
+        [
+            name,
+            f"{r['images_per_sec']:.1f}",
+            f"{r['p50_ms']:.1f}",
+            f"{r['p99_ms']:.1f}",
+            f"{r['mean_batch']:.1f}",
+            f"{r['failed']:.0f}",
+        ]
         for name, r in results["runs"].items()
-    ]  # fmt: skip
+    ]
     header = ["clients", "images/s", "p50 ms", "p99 ms", "mean batch", "failed"]
     return "\n".join([heading, *markdown_table(header, rows)])
 
@@ -177,7 +182,8 @@ def main(argv: list[str] | None = None) -> dict:
 def default_photos() -> Path:
     """Photo-sized JPEGs of the synthetic Oxford layout (made once, as the training bench makes them)."""
     from cats_model.data.synthetic import SyntheticSpec, ensure_synthetic
+    from cats_model.paths import configured_path
 
     spec = SyntheticSpec(trainval_per_class=4, test_per_class=2, dog_breeds=0, min_size=300, max_size=500)
-    root = Path(os.environ.get("CATS_MODEL_DATA_DIR", "data")) / "synthetic-pet-serve-bench"
+    root = configured_path("data_dir") / "synthetic-pet-serve-bench"
     return ensure_synthetic(root, spec) / "images"

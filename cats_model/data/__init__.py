@@ -1,1 +1,2 @@
-"""Data: dataset readers, the synthetic Oxford-layout generator, transforms and LightningDataModules."""
+"""Data: the Oxford-IIIT Pet reader and its synthetic stand-in, image decoding, the decoded-image cache, the two
+input pipelines, and the LightningDataModules."""

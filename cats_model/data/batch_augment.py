@@ -17,7 +17,7 @@ import torch.nn.functional as F
 GREY = (0.299, 0.587, 0.114)  # luma weights, as torchvision's adjust_saturation / adjust_contrast use
 
 
-def sample_boxes(n: int, scale=(0.35, 1.0), ratio=(3 / 4, 4 / 3), device=None) -> torch.Tensor:
+def sample_boxes(n: int, scale: tuple[float, float], ratio=(3 / 4, 4 / 3), device=None) -> torch.Tensor:
     """(n, 5) on `device`: width, height, centre x, centre y as fractions of the side, and +1/-1 for mirroring."""
     area = torch.empty(n, device=device).uniform_(*scale)
     aspect = torch.exp(torch.empty(n, device=device).uniform_(math.log(ratio[0]), math.log(ratio[1])))

@@ -1,28 +1,24 @@
-"""LightningDataModules: Oxford-IIIT Pet (cat breeds, cat vs other; real or synthetic) and a plain folder tree."""
+"""LightningDataModules: Oxford-IIIT Pet (cat breeds, cat vs other; real or synthetic) and a plain folder tree.
+
+As Lightning intends: `prepare_data` fetches or generates the files, `setup` reads them (lists the images, drops
+the unreadable ones, splits, chooses the pipeline). The Trainer calls both again: cheap, nothing is read twice.
+"""
 
 import logging
 import random
-from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
-from cats_model.data.batch_augment import (
-    WorkerCrop,
-    centre_crop,
-    crop_resize_flip,
-    jitter_and_normalize,
-    sample_boxes,
-)
-from cats_model.data.cache import load_or_build
-from cats_model.data.dataset import CachedImageDataset, ImageDataset, already_batched
+from cats_model.data.cache import DecodedCache
 from cats_model.data.images import find_unreadable, list_images
 from cats_model.data.oxford import CAT, DOG, OxfordPet, PetRecord
-from cats_model.data.splits import Sample, stratified_split
+from cats_model.data.pipelines import Augmentation, CachedPipeline, JpegPipeline
+from cats_model.data.splits import Sample, Splits, stratified_split
 from cats_model.data.synthetic import SyntheticSpec, ensure_synthetic
-from cats_model.data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform, train_transform
+from cats_model.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from cats_model.errors import UserError
 from cats_model.system import default_num_workers
 
@@ -30,20 +26,8 @@ log = logging.getLogger(__name__)
 PIPELINES = ("cached", "jpeg")
 
 
-@dataclass
-class Splits:
-    classes: list[str]
-    train: list[Sample]
-    val: list[Sample]
-    test: list[Sample]
-
-    def paths(self) -> list[str]:
-        """Every image of the three splits, sorted, once."""
-        return sorted({path for part in (self.train, self.val, self.test) for path, _ in part})
-
-
 class ImageDataModule(L.LightningDataModule):
-    """Shared loading and augmentation; subclasses only say which files belong to which split and class."""
+    """Shared reading, loading and augmentation; subclasses say which files belong to which class and split."""
 
     mean = IMAGENET_MEAN
     std = IMAGENET_STD
@@ -68,48 +52,57 @@ class ImageDataModule(L.LightningDataModule):
         self.num_workers = default_num_workers() if num_workers is None else num_workers
         self.val_fraction = val_fraction
         self.seed = seed
-        self.crop_scale = crop_scale
-        self.color_jitter = color_jitter
         self.max_bad_fraction = max_bad_fraction
         if pipeline not in PIPELINES:
             raise UserError(f"data.pipeline={pipeline} is not one of {', '.join(PIPELINES)}")
-        self.pipeline = pipeline
-        self.cache_file: Path | None = None  # the decoded-image cache, once built
-        self.cache_rows: dict[str, int] = {}
+        self.use_cache = pipeline == "cached"
+        self.augmentation = Augmentation(image_size, tuple(crop_scale), color_jitter, self.mean, self.std)
+        # Set by setup():
+        self.class_names: list[str] = []
         self.splits: Splits | None = None
         self.bad_images: dict[str, str] = {}  # unreadable files, skipped: {path: reason}
+        self.pipeline: CachedPipeline | JpegPipeline | None = None
 
-    def find_splits(self) -> Splits:
-        """The splits of the readable images: subclasses pass the files they find through `readable()`."""
+    def list_files(self) -> tuple[list[str], list[list[Sample]]]:
+        """(class names, the labelled image files in the groups that `split` divides), none opened yet."""
+        raise NotImplementedError
+
+    def split(self, groups: list[list[Sample]]) -> tuple[list[Sample], list[Sample], list[Sample]]:
+        """Train, val and test from the groups of `list_files`, once the unreadable files are out of them."""
         raise NotImplementedError
 
     def setup(self, stage: str | None = None) -> None:
-        if self.splits is None:
-            self.bad_images = {}
-            splits = self.find_splits()
-            self.refuse_too_many_unreadable(len(splits.paths()) + len(self.bad_images))
-            for name in ("train", "val", "test"):
-                if not getattr(splits, name):
-                    raise UserError(
-                        f"the {name} split of {self.root} is empty: the dataset is too small or malformed"
-                    )
-            refuse_absent_classes(splits, self.root)
-            self.splits = splits
-            if self.pipeline == "cached":
-                self.build_cache()
-            log.info(
-                "data: %d classes, %d train / %d val / %d test images from %s",
-                len(splits.classes), len(self.splits.train), len(self.splits.val), len(self.splits.test), self.root,
-            )  # fmt: skip
+        if self.splits is not None:
+            return
+        classes, groups = self.list_files()
+        listed = sorted({path for group in groups for path, _ in group})
+        cache = DecodedCache(self.root / ".cache", listed, self.image_size) if self.use_cache else None
+        self.bad_images = self.find_bad_images(listed, cache)
+        self.refuse_too_many_unreadable(len(listed))
+        # Split after dropping them, so that a broken file never takes the place of a good one in val or test.
+        readable = [[sample for sample in group if sample[0] not in self.bad_images] for group in groups]
+        splits = Splits(classes, *self.split(readable))
+        for name in ("train", "val", "test"):
+            if not getattr(splits, name):
+                raise UserError(
+                    f"the {name} split of {self.root} is empty: the dataset is too small or malformed"
+                )
+        refuse_absent_classes(splits, self.root)
+        self.splits, self.class_names = splits, classes
+        self.pipeline = self.choose_pipeline(cache)
+        log.info(
+            "data: %d classes, %d train / %d val / %d test images from %s",
+            len(classes), len(splits.train), len(splits.val), len(splits.test), self.root,
+        )  # fmt: skip
 
-    def readable(self, samples: list[Sample]) -> list[Sample]:
-        """`samples` without the files that cannot be decoded, which are logged and listed in `bad_images`.
-        Split after this, so that a broken file never takes the place of a good one in val or test."""
-        bad = find_unreadable(sorted({path for path, _ in samples}))
+    def find_bad_images(self, listed: list[str], cache: DecodedCache | None) -> dict[str, str]:
+        """The files among `listed` that cannot be decoded, logged: as the cache of exactly these files found
+        them, or by decoding each one."""
+        known = cache.stored_unreadable() if cache is not None else None
+        bad = known if known is not None else find_unreadable(listed)
         for path, reason in bad.items():
             log.warning("skipping unreadable image %s (%s)", path, reason)
-        self.bad_images.update(bad)
-        return [sample for sample in samples if sample[0] not in bad]
+        return bad
 
     def refuse_too_many_unreadable(self, total: int) -> None:
         if len(self.bad_images) > self.max_bad_fraction * total:
@@ -119,43 +112,17 @@ class ImageDataModule(L.LightningDataModule):
                 f"data.max_bad_fraction={self.max_bad_fraction} (e.g. {example}: {reason}); repair or remove them"
             )
 
-    def build_cache(self) -> None:
-        paths = self.splits.paths()
-        try:
-            array = load_or_build(paths, self.image_size, self.root / ".cache")
-        except OSError as err:  # a read-only dataset folder, a full disk: decode per batch instead
-            log.warning("no decoded-image cache (%s); reading the JPEG files each epoch", err)
-            self.pipeline = "jpeg"
-            return
-        self.cache_file = Path(array.filename)
-        self.cache_rows = {path: row for row, path in enumerate(paths)}
-
-    @property
-    def class_names(self) -> list[str]:
-        self.setup()
-        return self.splits.classes
-
-    def carve_val(self, trainval: list[Sample]) -> tuple[list[Sample], list[Sample]]:
-        train, val = stratified_split(trainval, (1 - self.val_fraction, self.val_fraction), self.seed)
-        return train, val
+    def choose_pipeline(self, cache: DecodedCache | None) -> CachedPipeline | JpegPipeline:
+        if cache is not None:
+            try:
+                rows = cache.build(self.bad_images)
+                return CachedPipeline(self.augmentation, cache.array_file, rows)
+            except OSError as err:  # a read-only dataset folder, a full disk: decode per batch instead
+                log.warning("no decoded-image cache (%s); reading the image files each epoch", err)
+        return JpegPipeline(self.augmentation)
 
     def _loader(self, samples: list[Sample], train: bool) -> DataLoader:
-        if self.pipeline == "cached":  # uint8, read a batch at a time; augmented in on_after_batch_transfer
-            rows = [(self.cache_rows[path], label) for path, label in samples]
-            # On a GPU the whole augmentation runs there; on a CPU the workers crop, beside the training process.
-            crop = (
-                None
-                if self._on_gpu()
-                else WorkerCrop(self.image_size, tuple(self.crop_scale) if train else None)
-            )
-            dataset, collate = CachedImageDataset(self.cache_file, rows, crop), already_batched
-        else:  # large JPEGs decode at reduced scale, still twice the training size (enough for the random crops)
-            transform = (
-                train_transform(self.image_size, self.mean, self.std, self.crop_scale, self.color_jitter)
-                if train
-                else eval_transform(self.image_size, self.mean, self.std)
-            )
-            dataset, collate = ImageDataset(samples, transform, min_side=2 * self.image_size), None
+        dataset, collate = self.pipeline.dataset(samples, train, self._device())
         return DataLoader(
             dataset,
             collate_fn=collate,
@@ -167,32 +134,16 @@ class ImageDataModule(L.LightningDataModule):
             pin_memory=torch.cuda.is_available(),
         )
 
+    def _device(self) -> torch.device:
+        """Where the batches go: the Trainer's device, or without a Trainer the GPU when there is one."""
+        if self.trainer is not None:
+            return self.trainer.strategy.root_device
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
-        """Cached batches arrive as uint8 squares: crop, flip, jitter and normalise them where they are (the GPU)."""
         images, labels = batch
         training = self.trainer is not None and self.trainer.training
-        return self.finish_batch(images, training), labels
-
-    def finish_batch(self, images: torch.Tensor, train: bool) -> torch.Tensor:
-        """Make a batch model-ready. (N, S, S, 3) uint8 squares (GPU) are cropped here; (N, 3, size, size) crops
-        in 0..255 (cut by CPU workers) only get colour and normalisation; JPEG-pipeline batches are ready."""
-        if self.pipeline == "jpeg":
-            return images
-        if images.dtype == torch.uint8 and images.shape[-1] == 3:
-            if train:
-                images = crop_resize_flip(
-                    images,
-                    self.image_size,
-                    sample_boxes(len(images), tuple(self.crop_scale), device=images.device),
-                )
-            else:
-                images = centre_crop(images, self.image_size)
-        return jitter_and_normalize(images, self.color_jitter if train else 0.0, self.mean, self.std)
-
-    def _on_gpu(self) -> bool:
-        if self.trainer is not None:
-            return self.trainer.strategy.root_device.type == "cuda"
-        return torch.cuda.is_available()
+        return self.pipeline.on_device(images, training), labels
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.splits.train, train=True)
@@ -220,9 +171,9 @@ class OxfordPetDataModule(ImageDataModule):
         """Return (class names, labelled trainval, labelled test) as lists of (record, class index)."""
         raise NotImplementedError
 
-    def find_splits(self) -> Splits:
-        self.prepare_data()
+    def list_files(self) -> tuple[list[str], list[list[Sample]]]:
         dataset = OxfordPet(self.root)
+        dataset.require()
         classes, trainval, test = self.label(dataset.split("trainval"), dataset.split("test"))
 
         def existing(pairs):
@@ -236,8 +187,12 @@ class OxfordPetDataModule(ImageDataModule):
                 )
             return present
 
-        train, val = self.carve_val(self.readable(existing(trainval)))
-        return Splits(classes, train, val, self.readable(existing(test)))
+        return classes, [existing(trainval), existing(test)]
+
+    def split(self, groups):  # the official test split; validation carved from trainval
+        trainval, test = groups
+        train, val = stratified_split(trainval, (1 - self.val_fraction, self.val_fraction), self.seed)
+        return train, val, test
 
 
 class CatBreedsDataModule(OxfordPetDataModule):
@@ -279,7 +234,7 @@ class FolderDataModule(ImageDataModule):
         super().__init__(*args, **kwargs)
         self.test_fraction = test_fraction
 
-    def find_splits(self) -> Splits:
+    def list_files(self) -> tuple[list[str], list[list[Sample]]]:
         folders = sorted(p for p in self.root.iterdir() if p.is_dir()) if self.root.is_dir() else []
         refuse_overlapping(self.root, folders)
         files = {folder.name: list_images(folder) for folder in folders}
@@ -288,10 +243,11 @@ class FolderDataModule(ImageDataModule):
             raise UserError(
                 f"{self.root} needs at least two class folders with images (root/<class>/<image>)"
             )
-        samples = [(path, label) for label, name in enumerate(classes) for path in files[name]]
+        return classes, [[(path, label) for label, name in enumerate(classes) for path in files[name]]]
+
+    def split(self, groups):
         fractions = (1 - self.val_fraction - self.test_fraction, self.val_fraction, self.test_fraction)
-        train, val, test = stratified_split(self.readable(samples), fractions, self.seed)
-        return Splits(classes, train, val, test)
+        return stratified_split(groups[0], fractions, self.seed)
 
 
 def refuse_absent_classes(splits: Splits, root: Path) -> None:

@@ -30,6 +30,14 @@ def list_images(folder: str | Path) -> list[str]:
     )
 
 
+def image_files(paths: list[str | Path]) -> list[str]:
+    """Files as given, and the images inside folders (as `list_images` finds them)."""
+    files = []
+    for path in map(Path, paths):
+        files += list_images(path) if path.is_dir() else [str(path)]
+    return files
+
+
 def open_regular_file(path: str | os.PathLike) -> BinaryIO:
     """`path` opened for reading if it is a regular file (or a link to one); an OSError at once otherwise."""
     return open(path, "rb", opener=_open_regular)

@@ -3,8 +3,17 @@
 import random
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 Sample = tuple[str, int]  # (image path, class index)
+
+
+@dataclass
+class Splits:
+    classes: list[str]
+    train: list[Sample]
+    val: list[Sample]
+    test: list[Sample]
 
 
 def allocate(count: int, fractions: Sequence[float]) -> list[int]:

@@ -12,9 +12,7 @@ def _to_normalized_tensor(mean, std) -> list:
     return [v2.PILToTensor(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)]
 
 
-def train_transform(
-    image_size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD, crop_scale=(0.35, 1.0), color_jitter=0.3
-):
+def train_transform(image_size: int, mean, std, crop_scale: tuple[float, float], color_jitter: float):
     return v2.Compose(
         [
             v2.RandomResizedCrop(image_size, scale=tuple(crop_scale), antialias=True),

@@ -11,8 +11,14 @@ from cats_model.errors import UserError
 
 log = logging.getLogger(__name__)
 BACKBONES = (
-    "resnet18", "resnet34", "resnet50", "mobilenet_v3_small", "mobilenet_v3_large", "efficientnet_b0", "convnext_tiny",
-)  # fmt: skip
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "mobilenet_v3_small",
+    "mobilenet_v3_large",
+    "efficientnet_b0",
+    "convnext_tiny",
+)
 
 
 def build_backbone(

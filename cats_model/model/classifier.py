@@ -2,16 +2,13 @@
 
 import lightning as L
 import torch
+from hydra.utils import instantiate
 from torch import nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
 
 from cats_model.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-from cats_model.errors import UserError
 from cats_model.model.backbones import build_backbone
-from cats_model.model.schedule import warmup_cosine
-
-OPTIMIZERS = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam, "sgd": torch.optim.SGD}
 
 
 def _summary_metrics(num_classes: int, prefix: str) -> MetricCollection:
@@ -26,7 +23,10 @@ def _summary_metrics(num_classes: int, prefix: str) -> MetricCollection:
 
 
 class CatClassifier(L.LightningModule):
-    """Everything needed to use a checkpoint without the config is saved in it: classes, backbone, pre-processing."""
+    """Everything needed to use a checkpoint without the config is saved in it: classes, backbone, pre-processing.
+
+    `optimizer` and `scheduler` are the configs of the same names, `_target_` and settings, kept as plain values
+    (a checkpoint loads with `weights_only=True`) and instantiated when training starts; `scheduler` None: none."""
 
     def __init__(
         self,
@@ -105,29 +105,18 @@ class CatClassifier(L.LightningModule):
         self.test_confusion.reset()
 
     def configure_optimizers(self):
-        settings = dict(self.hparams.optimizer or {"name": "adamw", "lr": 1e-3})
-        name = settings.pop("name", "adamw")
-        if name not in OPTIMIZERS:
-            raise UserError(f"unknown optimizer {name!r}: choose one of {', '.join(OPTIMIZERS)}")
-        weight_decay = settings.pop("weight_decay", 0.0)
+        """The optimizer and schedule of the `optimizer` and `scheduler` configs (`_target_` and settings)."""
         # No weight decay on biases and normalisation parameters (the 1-d ones), as usual for fine-tuning.
         params = [p for p in self.parameters() if p.requires_grad]
         groups = [
-            {"params": [p for p in params if p.ndim > 1], "weight_decay": weight_decay},
+            {"params": [p for p in params if p.ndim > 1]},
             {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0},
         ]
-        optimizer = OPTIMIZERS[name](groups, **settings)
-
-        schedule = dict(self.hparams.scheduler or {"name": "constant"})
-        if schedule.get("name", "constant") == "constant":
+        optimizer = instantiate(self.hparams.optimizer, _partial_=True, _convert_="all")(groups)
+        if not self.hparams.scheduler:  # scheduler=constant
             return optimizer
-        if schedule["name"] != "warmup_cosine":
-            raise UserError(f"unknown scheduler {schedule['name']!r}: choose warmup_cosine or constant")
         total_steps = max(1, int(self.trainer.estimated_stepping_batches))
         epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else 1
-        warmup_steps = round(schedule.get("warmup_epochs", 0) * total_steps / epochs)
-        min_lr_ratio = schedule.get("min_lr_ratio", 0.0)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: warmup_cosine(step, warmup_steps, total_steps, min_lr_ratio)
-        )
+        schedule = instantiate(self.hparams.scheduler, _partial_=True, _convert_="all")
+        scheduler = schedule(optimizer, total_steps=total_steps, epochs=epochs)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
