@@ -11,7 +11,7 @@ import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from hydra.utils import get_class, instantiate
+from hydra.utils import instantiate
 from lightning.pytorch.loggers import CSVLogger
 from omegaconf import DictConfig, OmegaConf
 
@@ -30,7 +30,7 @@ from cats_model.run_folder import (
     removed_if_failed_empty,
     set_aside_checkpoints,
 )
-from cats_model.validation import check_arguments, check_ranges, check_target
+from cats_model.validation import check_arguments, check_values
 
 log = logging.getLogger(__name__)
 METRICS_FILE = "metrics.json"
@@ -66,15 +66,8 @@ def allow_tf32(trainer_args: dict) -> None:
 def check_config(cfg: DictConfig) -> None:
     """Check every value against what it configures (data, model, optimizer, scheduler, Trainer) and against its
     allowed range: a typo or an impossible value fails here in one line, before data, model or GPU are touched."""
-    for group in ("data", "model"):
-        check_arguments(
-            get_class(cfg[group]._target_), OmegaConf.to_container(cfg[group], resolve=True), group
-        )
-    check_target(cfg.optimizer, "optimizer", torch.optim.Optimizer, given=("params",))
-    if cfg.scheduler is not None:
-        check_target(cfg.scheduler, "scheduler", given=("optimizer", "total_steps", "epochs"))
+    check_values(cfg)
     check_arguments(L.Trainer, trainer_arguments(cfg.trainer), "trainer")
-    check_ranges(cfg)
 
 
 def csv_log(trainer: L.Trainer) -> Path | None:

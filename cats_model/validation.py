@@ -16,6 +16,25 @@ from cats_model.errors import UserError
 from cats_model.paths import CONFIG_DIR
 
 
+def check_values(cfg: DictConfig) -> None:
+    """Every check that needs no hardware: data and model settings against their classes, optimizer and scheduler
+    against their targets, numbers against their ranges. Where a Modal run or sweep is composed (before any
+    container starts) and in the training process (`train.check_config`, which adds the Trainer's)."""
+    import torch
+
+    for group in ("data", "model"):
+        target = importable(str(cfg[group]._target_))
+        if not isinstance(target, type):
+            raise UserError(
+                f"{group}._target_={cfg[group]._target_!r} is not an importable class: check its spelling"
+            )
+        check_arguments(target, OmegaConf.to_container(cfg[group], resolve=True), group)
+    check_target(cfg.optimizer, "optimizer", torch.optim.Optimizer, given=("params",))
+    if cfg.scheduler is not None:
+        check_target(cfg.scheduler, "scheduler", given=("optimizer", "total_steps", "epochs"))
+    check_ranges(cfg)
+
+
 def check_arguments(target: Any, settings: dict, group: str) -> None:
     """Raise a UserError naming `group.key` for the first value that does not fit the type hints of `target`
     (a class's __init__, or a function)."""

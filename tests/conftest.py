@@ -2,7 +2,6 @@ import os
 from pathlib import Path
 
 import pytest
-from helpers import FAST  # noqa: F401  (test_modal_app and test_sweep still import it from here)
 
 
 @pytest.fixture(scope="session", autouse=True)

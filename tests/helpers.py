@@ -4,6 +4,10 @@ import os
 import subprocess
 import sys
 
+from cats_model.paths import PROJECT_ROOT
+
+APP_FILE = PROJECT_ROOT / "launch" / "modal_app.py"  # the Modal app, as `modal run` is given it
+
 # Tiny synthetic runs: a few images per class at 32 px, one CPU process.
 FAST = [
     "data=synthetic",

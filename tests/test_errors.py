@@ -75,6 +75,7 @@ def test_pretrained_weights_that_cannot_be_fetched(tmp_path):
         ("model.pretrained=maybe", "error: model.pretrained='maybe' is not a valid value: expected bool"),
         ("model.backbone=resnet999", "error: unknown backbone 'resnet999': choose one of resnet18"),
         ("optimizer._target_=nonexistent", "error: unknown optimizer 'nonexistent'"),
+        ("data._target_=cats_model.data.Nope", "error: data._target_='cats_model.data.Nope' is not an importable"),
     ],
 )
 def test_values_of_the_wrong_kind(tmp_path, override, message):

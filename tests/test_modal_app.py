@@ -9,7 +9,7 @@ import time
 
 import pytest
 import yaml
-from conftest import FAST
+from helpers import APP_FILE, REMOTE_CPU
 
 from cats_model.cloud import entry
 from cats_model.cloud.calls import ModalCalls
@@ -20,10 +20,7 @@ from cats_model.config import compose_train_config
 from cats_model.errors import UserError
 from cats_model.paths import PROJECT_ROOT
 
-APP_FILE = PROJECT_ROOT / "launch" / "modal_app.py"
 TESTS_DIR = PROJECT_ROOT / "tests"
-# The CPU variant of a remote run: the function picks trainer=gpu, the overrides move it to the CPU.
-REMOTE_CPU = [o for o in FAST if not o.startswith("trainer=")] + ["trainer.accelerator=cpu"]
 
 
 @pytest.fixture(scope="module")
@@ -191,6 +188,7 @@ def test_bad_overrides_fail_before_any_modal_call(offline, modal_app, mounts, ca
         (("gpu=A1OO",), "gpu=A1OO is not a GPU type"),
         (("paths.output_dir=/",), "paths.output_dir=/ cannot be set for a Modal run"),
         (("data.batch_size=0",), "data.batch_size=0 is not a valid value: expected an integer >= 1"),
+        (("optimizer._target_=torch.optim.Adamw",), "unknown optimizer 'torch.optim.Adamw'"),
     ):
         with pytest.raises(SystemExit) as exit_info:
             entry.main(args, ModalCalls(modal_app))
@@ -222,7 +220,7 @@ def test_the_training_process_says_why_it_failed_and_only_crashes_raise(
     modal_app, mounts, tests_importable, tmp_path
 ):
     # The training process's own user error comes back as its one line.
-    result = modal_app.train.local([*REMOTE_CPU, "optimizer.name=nonexistent"], "typo", call())
+    result = modal_app.train.local([*REMOTE_CPU, "optimizer._target_=nonexistent"], "typo", call())
     assert "unknown optimizer 'nonexistent'" in result["error"] and "\n" not in result["error"]
     assert json.loads((mounts[1] / "runs" / "typo" / "launch.json").read_text())["status"] == "failed"
 
@@ -300,7 +298,6 @@ def test_a_run_stops_at_the_ceiling_of_modal_yml(modal_app, mounts, declared):
     assert (mounts[1] / "runs" / "ceiling" / "checkpoints" / "last.ckpt").is_file()
 
 
-@pytest.mark.slow
 @pytest.mark.slow
 def test_bench_local_writes_its_table_to_the_outputs_volume(modal_app, mounts):
     results = modal_app.bench.local(

@@ -7,8 +7,8 @@ import subprocess
 import time
 
 import pytest
+from helpers import APP_FILE, REMOTE_CPU
 from modal_offline import offline_run
-from test_modal_app import APP_FILE, REMOTE_CPU
 
 from cats_model.cloud.__main__ import fetch
 from cats_model.cloud.calls import ModalCalls

@@ -4,7 +4,7 @@ import hashlib
 import multiprocessing
 
 import numpy as np
-from conftest import FAST
+from helpers import FAST
 from hydra.utils import instantiate
 
 from cats_model.config import compose_train_config
@@ -22,9 +22,11 @@ def prepare(data_dir: str) -> tuple[str, str]:
     """One job's data setup (the synthetic dataset, then the decoded cache), begun with the others at once."""
     dm = instantiate(compose_train_config([*FAST, f"paths.data_dir={data_dir}"]).data, _convert_="all")
     _start.wait()
+    dm.prepare_data()
     dm.setup("fit")
     next(iter(dm.train_dataloader()))  # the cache is read as training reads it
-    return dm.cache_file.name, hashlib.sha256(np.load(dm.cache_file).tobytes()).hexdigest()
+    cache_file = dm.pipeline.cache_file
+    return cache_file.name, hashlib.sha256(np.load(cache_file).tobytes()).hexdigest()
 
 
 def test_jobs_starting_at_once_on_an_empty_data_folder_all_complete(tmp_path):

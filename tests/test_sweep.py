@@ -11,14 +11,13 @@ import subprocess
 import sys
 
 import pytest
-from conftest import FAST
+from helpers import APP_FILE, FAST, REMOTE_CPU
 from hydra.core.plugins import Plugins
 from hydra.core.singleton import Singleton
 from hydra.plugins.launcher import Launcher
 from hydra.test_utils.launcher_common_tests import IntegrationTestSuite, LauncherTestSuite
 from hydra.version import VersionBase
 from modal_offline import offline_run
-from test_modal_app import APP_FILE, REMOTE_CPU
 
 from cats_model.cloud.calls import ModalCalls
 from cats_model.cloud.settings import load_settings
@@ -63,7 +62,7 @@ def test_local_backend_runs_the_function_bodies_and_isolates_a_failing_job(tmp_p
     sweep_dir = tmp_path / "sweep"
     result = subprocess.run(
         [sys.executable, "-m", "cats_model.train", "-m", "hydra/launcher=modal", "hydra.launcher.backend=local",
-         *FAST, "optimizer.name=adamw,nonexistent", f"hydra.sweep.dir={sweep_dir}"],
+         *FAST, "optimizer._target_=torch.optim.AdamW,nonexistent", f"hydra.sweep.dir={sweep_dir}"],
         capture_output=True, text=True, timeout=900,
     )  # fmt: skip
     assert result.returncode != 0  # Hydra ends a sweep with a failed job non-zero, after all ran

@@ -6,7 +6,7 @@ from cats_model.cloud.remote import fresh_run_name
 from cats_model.cloud.settings import load_settings
 from cats_model.config import compose_train_config
 from cats_model.errors import UserError, exit_on_user_error
-from cats_model.validation import check_ranges
+from cats_model.validation import check_values
 
 OXFORD_DATAMODULES = ("CatBreedsDataModule", "CatVsOtherDataModule")
 
@@ -25,7 +25,7 @@ def run_single(args, calls) -> dict:
     with exit_on_user_error(exit_code=1):
         check_not_fixed(overrides)
         cfg = compose_train_config(overrides)
-        check_ranges(cfg)
+        check_values(cfg)
         call = settings.call(cfg.get("gpu"), cfg.get("timeout"))
         overrides, _ = split_launch(overrides)
         run_name = run_name or fresh_run_name()

@@ -108,14 +108,14 @@ def run_train_calls(launcher, jobs: list[Job], sweep_dir: Path) -> tuple[list[Jo
     from cats_model.cloud.entry import needs_oxford_download
     from cats_model.cloud.overrides import check_not_fixed, split_launch
     from cats_model.cloud.settings import load_settings
-    from cats_model.validation import check_ranges
+    from cats_model.validation import check_values
 
     settings = load_settings()
     sweep = sweep_name(sweep_dir)
     plans = {}
     for job in jobs:
         check_not_fixed(job.overrides)
-        check_ranges(job.config)
+        check_values(job.config)
         call = settings.call(
             job.config.get("gpu"), job.config.get("timeout"), max_containers=launcher.max_parallel, sweep=sweep,
             job=job.idx,
