@@ -66,8 +66,8 @@ def allow_tf32(trainer_args: dict) -> None:
 def check_config(cfg: DictConfig) -> None:
     """Check every value against what it configures (data, model, optimizer, scheduler, Trainer) and against its
     allowed range: a typo or an impossible value fails here in one line, before data, model or GPU are touched."""
-    check_values(cfg)
     check_arguments(L.Trainer, trainer_arguments(cfg.trainer), "trainer")
+    check_values(cfg)  # after the types, which say more of a value like 'abc' than its range would
 
 
 def csv_log(trainer: L.Trainer) -> Path | None:
