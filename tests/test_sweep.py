@@ -56,19 +56,34 @@ def read_summary(sweep_dir):
     return json.loads((sweep_dir / "summary.json").read_text())
 
 
+def test_a_typo_in_any_job_stops_the_sweep_before_any_job_starts(tmp_path, monkeypatch):
+    monkeypatch.setenv("CATS_MODEL_OUTPUT_DIR", str(tmp_path / "outputs"))
+    result = subprocess.run(
+        [sys.executable, "-m", "cats_model.train", "-m", "hydra/launcher=modal", "hydra.launcher.backend=local",
+         *FAST, "optimizer._target_=torch.optim.AdamW,nonexistent", f"hydra.sweep.dir={tmp_path / 'sweep'}"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 1
+    # Reported as Hydra reports a launcher's error: the message, no traceback.
+    assert "unknown optimizer 'nonexistent': optimizer._target_ must name" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "outputs").exists()  # nothing trained, nothing paid
+
+
 @pytest.mark.slow
 def test_local_backend_runs_the_function_bodies_and_isolates_a_failing_job(tmp_path, monkeypatch):
     monkeypatch.setenv("CATS_MODEL_OUTPUT_DIR", str(tmp_path / "outputs"))
     sweep_dir = tmp_path / "sweep"
     result = subprocess.run(
         [sys.executable, "-m", "cats_model.train", "-m", "hydra/launcher=modal", "hydra.launcher.backend=local",
-         *FAST, "optimizer._target_=torch.optim.AdamW,nonexistent", f"hydra.sweep.dir={sweep_dir}"],
+         *FAST, "trainer.precision=32-true,bogus", f"hydra.sweep.dir={sweep_dir}"],
         capture_output=True, text=True, timeout=900,
     )  # fmt: skip
     assert result.returncode != 0  # Hydra ends a sweep with a failed job non-zero, after all ran
     rows = read_summary(sweep_dir)
     assert [r["status"] for r in rows] == ["completed", "failed"]
-    assert "unknown optimizer 'nonexistent'" in rows[1]["error"]
+    # A value only the job's own process checks (the Trainer's, which depend on its hardware): that job fails.
+    assert "trainer.precision='bogus' is not a valid value" in rows[1]["error"]
     assert rows[0]["best"] and rows[0]["cost_usd"] is None  # nothing paid on this machine
     # Each job's run lives where a Modal call puts it, the outputs folder standing for the volume.
     runs = sorted((tmp_path / "outputs" / "runs").iterdir())
