@@ -249,6 +249,7 @@ def check_export(check: Check) -> dict:
     sidecar = json.loads(onnx.with_suffix(".json").read_text())  # written only once the parity check passed
     return {
         "max_abs_logit_diff": sidecar["max_abs_logit_diff"],
+        "max_abs_logit": sidecar["max_abs_logit"],
         "onnx_mb": round(onnx.stat().st_size / 2**20, 1),
         "classes": len(sidecar["class_names"]),
     }

@@ -97,7 +97,8 @@ def test_the_dry_run_on_the_cpu_passes_every_check(tmp_path):
     assert figures["resume_after_kill"]["resumed_from_epoch"] == 0
     assert figures["train_ddp"]["processes"] == 2  # Lightning's DDP relaunch ran
     assert figures["predict"]["images"] == 24 and figures["predict"]["device"] == "cpu"
-    assert figures["export"]["max_abs_logit_diff"] <= 1e-4 and figures["export"]["classes"] == 12
+    export = figures["export"]
+    assert export["max_abs_logit_diff"] <= 1e-4 * max(1, export["max_abs_logit"]) and export["classes"] == 12
     assert figures["bench"]["input_pipeline"]["ratio"] > 0 and figures["bench"]["framework"]["ratio"] > 0
     assert figures["bench"]["accelerator"] == "not measured: no GPU"
     log = (tmp_path / report["log"]).read_text()

@@ -106,6 +106,36 @@ def test_export_writes_onnx_that_matches_pytorch(trained, tmp_path):
     assert sorted(p.name for p in out.parent.iterdir()) == ["cats.json", "cats.onnx"]
 
 
+def test_export_allows_float_rounding_in_proportion_to_the_logits_and_refuses_more(
+    trained, tmp_path, monkeypatch
+):
+    import onnxruntime
+    import torch
+
+    run_dir, metrics = trained
+    state = torch.load(metrics["best_model_path"], map_location="cpu", weights_only=True)
+    head = [key for key, value in state["state_dict"].items() if value.shape[:1] == (12,)]
+    for key in head:  # the classifier's last layer, scaled: logits in the thousands, as confident models reach
+        state["state_dict"][key] *= 1000
+    confident = tmp_path / "confident.ckpt"
+    torch.save(state, confident)
+    out = tmp_path / "confident.onnx"
+    assert run("cats_model.export", str(confident), "--out", str(out)).returncode == 0
+    sidecar = json.loads(out.with_suffix(".json").read_text())
+    assert sidecar["max_abs_logit"] > 1000
+    assert sidecar["max_abs_logit_diff"] <= 1e-4 * sidecar["max_abs_logit"]
+
+    # An ONNX model that is off by 0.1% of its logits is refused, and nothing written.
+    original = onnxruntime.InferenceSession.run
+    monkeypatch.setattr(
+        onnxruntime.InferenceSession, "run", lambda *a, **k: [x * 1.001 for x in original(*a, **k)]
+    )
+    refused = tmp_path / "refused.onnx"
+    result = run("cats_model.export", str(confident), "--out", str(refused))
+    assert result.returncode == 1 and result.stderr.startswith("error: ONNX parity check failed: logits differ")
+    assert not refused.exists() and not refused.with_suffix(".json").exists()
+
+
 def test_export_refuses_corrupt_checkpoints_and_writes_nothing(trained, tmp_path):
     run_dir, metrics = trained
     truncated = tmp_path / "truncated.ckpt"
