@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader
 from cats_model.callbacks import TrainSpeed, synced_now
 from cats_model.loggers import ResumableCSVLogger
 from cats_model.model.classifier import CatClassifier
+from cats_model.noise import silence_library_noise
 
 HAND_LOOP_OPTIMIZER = {"_target_": "torch.optim.AdamW", "lr": 1e-3, "weight_decay": 0.0}
 
@@ -79,6 +80,7 @@ def bench_framework(
     hand = InterleavedHandLoop(copy.deepcopy(model), warmup=max(2, steps // 5), clock=clock)
     # What a project run has per step: its CSV logger and speed callback; the hand loop's callback comes last,
     # so that everything else the Trainer does for a step falls inside the Trainer's time.
+    silence_library_noise()
     trainer = L.Trainer(
         accelerator=device.type,
         devices=1,

@@ -28,6 +28,7 @@ from cats_model.inference import OnnxModel, TorchModel, read_images
 from cats_model.quantize import Calibration, Int8Options, guard_sets, quantize_onnx
 from cats_model.system import available_cpus
 
+SETTLE_S = 0.3
 Predict = Callable[[torch.Tensor], np.ndarray]  # a batch of prepared images -> logits or probabilities
 
 
@@ -100,6 +101,10 @@ def bench_inference(
     latencies = {name: [] for name in variants}
     for _ in range(rounds):  # taking turns: drift of the machine is shared by all
         for name, (run, _) in variants.items():
+            # The previous variant's threads (OpenMP's, onnxruntime's) spin a while after its last call: on few
+            # cores that would be charged to this one (int8 measured 757 images/s right after PyTorch, 931 after
+            # a pause, on 2 cores).
+            time.sleep(SETTLE_S)
             rates[name].append(batch / min(timed(run, full, 2)))
             latencies[name] += timed(run, single, latency_runs)
     eager = "pytorch eager fp32"
