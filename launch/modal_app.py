@@ -87,9 +87,17 @@ def _continue_run(overrides: list[str], run_name: str, call: Call) -> str:
 
 
 def _commit_data() -> None:
-    # ImageNet weights and the decoded-image cache made by a run stay for the next runs.
+    """ImageNet weights and the decoded-image cache made by a run stay for the next runs. Only a cache: a failed
+    commit is a warning, never a raise, since a raise after the run's continuation was submitted would make Modal
+    retry this call beside it (two containers writing one run)."""
     if commit_data := _commit(data_volume):
-        commit_data()
+        try:
+            commit_data()
+        except Exception as err:
+            print(
+                f"warning: committing the data volume failed ({err}); later runs rebuild what it held",
+                file=sys.stderr,
+            )
 
 
 @app.function(**BENCH_OPTIONS)

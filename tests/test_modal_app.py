@@ -385,3 +385,20 @@ def test_the_readme_sample_cost_follows_from_modal_yml():
     sample = entry.report({"run_name": "x", "container_s": 512, "calls": 1, "gpu": "T4"})
     cost_line = sample.splitlines()[0].split("test/acc None, ")[1]  # "512 s in 1 call, about $... on T4"
     assert cost_line in readme
+
+
+def test_a_failed_data_commit_is_a_warning_so_a_continued_call_is_never_retried(
+    modal_app, monkeypatch, capsys
+):
+    """The data volume holds caches; the train function commits it after the run's continuation may have been
+    submitted, where a raise would make Modal retry the call beside its continuation."""
+
+    def conflict():
+        raise RuntimeError("Conflict: the volume changed")
+
+    monkeypatch.setattr(modal_app.remote, "in_container", lambda: True)
+    monkeypatch.setattr(modal_app.data_volume, "commit", conflict)
+    modal_app._commit_data()
+    assert (
+        "warning: committing the data volume failed (Conflict: the volume changed)" in capsys.readouterr().err
+    )
