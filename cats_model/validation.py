@@ -1,6 +1,7 @@
 """Check config values before anything runs: each against the type hints of what it configures, and every number
 against its allowed range (RANGES). A typo or an impossible value fails in one line, before data is read."""
 
+import difflib
 import importlib
 import inspect
 import math
@@ -22,6 +23,7 @@ def check_values(cfg: DictConfig) -> None:
     container starts) and in the training process (`train.check_config`, which adds the Trainer's)."""
     import torch
 
+    check_all_set(cfg)
     for group in ("data", "model"):
         target = importable(str(cfg[group]._target_))
         if not isinstance(target, type):
@@ -33,6 +35,25 @@ def check_values(cfg: DictConfig) -> None:
     if cfg.scheduler is not None:
         check_target(cfg.scheduler, "scheduler", given=("optimizer", "total_steps", "epochs"))
     check_ranges(cfg)
+
+
+def check_all_set(cfg: DictConfig) -> None:
+    """No value left `???`: a group's shared base (`model=default`) or a config that needs a value from the user
+    (`data=folder` needs `data.root`) says which, in one line."""
+    missing = []
+    for name in cfg:  # not the hydra node: its sweep paths interpolate values only a multirun sets
+        if name == "hydra":
+            continue
+        if OmegaConf.is_missing(cfg, name):
+            missing.append(str(name))
+        elif OmegaConf.is_config(node := cfg[name]):
+            missing += sorted(OmegaConf.missing_keys(node))  # full keys: model.backbone
+    if missing:
+        key = missing[0]
+        group = key.split(".")[0]
+        choices = sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml") if p.stem != "default")
+        choose = f", or choose {group}={'|'.join(choices)}" if choices else ""
+        raise UserError(f"{key} is not set: give it a value ({key}=...){choose}")
 
 
 def check_arguments(target: Any, settings: dict, group: str) -> None:
@@ -47,6 +68,22 @@ def check_arguments(target: Any, settings: dict, group: str) -> None:
     for key, value in settings.items():
         if key in hints and not fits(value, hints[key]):
             raise UserError(f"{group}.{key}={value!r} is not a valid value: expected {describe(hints[key])}")
+
+
+def check_known(settings: dict, target: Any, group: str, name: str, given: tuple[str, ...] = ()) -> None:
+    """Every key of `settings` must be a keyword argument of `target` (unless it takes **kwargs): a typo such as
+    `trainer.max_epoch` is one line with the closest setting, not a TypeError deep in a constructor."""
+    parameters = inspect.signature(target).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+        return
+    known = [key for key in parameters if key not in given and key != "self"]
+    for key in settings:
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f" (did you mean {group}.{close[0]}?)" if close else ""
+            raise UserError(
+                f"{group}.{key} is not a setting of {name}{hint}: remove it or check its spelling"
+            )
 
 
 def check_target(node: DictConfig, group: str, kind: type | None = None, given: tuple[str, ...] = ()) -> None:
@@ -64,12 +101,7 @@ def check_target(node: DictConfig, group: str, kind: type | None = None, given: 
             f"{f'{kind.__name__} class' if kind else 'function or class'}, or choose {group}={'|'.join(choices)}"
         )
     parameters = inspect.signature(found).parameters
-    if not any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
-        for key in settings:
-            if key not in parameters or key in given:
-                raise UserError(
-                    f"{group}.{key} is not a setting of {target}: remove it or check its spelling"
-                )
+    check_known(settings, found, group, str(target), given)
     for name, parameter in parameters.items():
         required = parameter.default is parameter.empty and parameter.kind in (
             parameter.POSITIONAL_OR_KEYWORD,

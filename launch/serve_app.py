@@ -20,7 +20,8 @@ from cats_model.serve.runs import checked_run
 RUN_ENV = "CATS_MODEL_SERVE_RUN"
 settings = load_settings()
 serve = settings.serve
-# Decided where `modal deploy` runs and carried into the container by the image, so both sides agree.
+# Checked where `modal deploy` runs and carried into the container by the image. `latest` stays a lookup that each
+# container makes as it starts (the run finished last by then): name a run to pin what a deployment serves.
 with exit_on_user_error(exit_code=1):
     run = checked_run(os.environ.get(RUN_ENV) or str(serve["run"]))
 

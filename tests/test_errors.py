@@ -75,7 +75,10 @@ def test_pretrained_weights_that_cannot_be_fetched(tmp_path):
         ("model.pretrained=maybe", "error: model.pretrained='maybe' is not a valid value: expected bool"),
         ("model.backbone=resnet999", "error: unknown backbone 'resnet999': choose one of resnet18"),
         ("optimizer._target_=nonexistent", "error: unknown optimizer 'nonexistent'"),
-        ("data._target_=cats_model.data.Nope", "error: data._target_='cats_model.data.Nope' is not an importable"),
+        (
+            "data._target_=cats_model.data.Nope",
+            "error: data._target_='cats_model.data.Nope' is not an importable",
+        ),
     ],
 )
 def test_values_of_the_wrong_kind(tmp_path, override, message):
@@ -191,7 +194,10 @@ def test_values_out_of_range_are_one_line_before_any_data_is_read(tmp_path, over
             "or choose optimizer=adamw|sgd",
         ),
         ("optimizer._target_=torch.nn.Linear", "unknown optimizer 'torch.nn.Linear'"),
-        ("+optimizer.weight_dekay=0.1", "optimizer.weight_dekay is not a setting of torch.optim.AdamW"),
+        (
+            "+optimizer.weight_dekay=0.1",
+            "optimizer.weight_dekay is not a setting of torch.optim.AdamW (did you mean optimizer.weight_decay?)",
+        ),
         ("optimizer.lr=fast", "optimizer.lr='fast' is not a valid value: expected a number > 0"),
         ("scheduler._target_=nowhere.schedule", "unknown scheduler 'nowhere.schedule'"),
         ("~scheduler.min_lr_ratio", "scheduler.min_lr_ratio is missing"),
@@ -200,6 +206,32 @@ def test_values_out_of_range_are_one_line_before_any_data_is_read(tmp_path, over
 )
 def test_optimizer_and_scheduler_mistakes_are_one_line_before_any_data_is_read(tmp_path, override, message):
     assert error_before_any_data_is_read(tmp_path, override).startswith(message)
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        # Hydra's own hint for a key its config lacks is to add it with +: that ends here, with the closest key.
+        (
+            "+trainer.max_epoch=3",
+            "trainer.max_epoch is not a setting of Lightning's Trainer (did you mean trainer.max_epochs?)",
+        ),
+        ("+trainer.fast=true", "trainer.fast is not a setting of Lightning's Trainer: remove it"),
+        # A group's shared base is listed among its choices by Hydra; choosing it leaves a value unset.
+        (
+            "model=default",
+            "model.backbone is not set: give it a value (model.backbone=...), or choose model=",
+        ),
+    ],
+)
+def test_keys_that_nothing_takes_and_values_left_unset_are_one_line(tmp_path, override, message):
+    assert error_before_any_data_is_read(tmp_path, override).startswith(message)
+
+
+def test_a_folder_dataset_without_its_root_says_so(tmp_path):
+    cfg = compose_train_config([*FAST_ANY_DATA, "data=folder", "print_config=false"], tmp_path / "run")
+    with pytest.raises(UserError, match=r"^data.root is not set: give it a value \(data.root=\.\.\.\)"):
+        train(cfg)
 
 
 def test_fractions_that_leave_nothing_to_train_on(tmp_path):

@@ -120,13 +120,16 @@ def test_the_run_can_be_named_without_editing_files(monkeypatch, outputs, capsys
         server = module.Server()
         server.web.local()
         assert server.checkpoint == outputs / "runs" / "r2" / "checkpoints" / "last.ckpt"  # no best in r2
-        monkeypatch.setenv("CATS_MODEL_SERVE_RUN", "../escape")
-        with pytest.raises(SystemExit) as exit_info:  # at `modal deploy`, before anything is built
-            load_serve_app()
-        assert exit_info.value.code == 1
-        assert capsys.readouterr().err.strip() == (
-            "error: serve run '../escape' is not 'latest' or a run name (letters, digits, '.', '_', '-')"
-        )
+        # Names that would fail in every container, refused at `modal deploy` before anything is built; the
+        # second is what `modal volume ls cats-model-outputs runs/` shows.
+        for bad in ("../escape", "runs/20261129-151200-3f2a", "r2 ", "a/../../etc"):
+            monkeypatch.setenv("CATS_MODEL_SERVE_RUN", bad)
+            with pytest.raises(SystemExit) as exit_info:
+                load_serve_app()
+            assert exit_info.value.code == 1
+            assert capsys.readouterr().err.strip() == (
+                f"error: serve run {bad!r} is not 'latest' or a run name (letters, digits, '.', '_', '-')"
+            )
     finally:
         monkeypatch.delenv("CATS_MODEL_SERVE_RUN")
         load_serve_app()

@@ -115,7 +115,9 @@ def test_export_allows_float_rounding_in_proportion_to_the_logits_and_refuses_mo
     run_dir, metrics = trained
     state = torch.load(metrics["best_model_path"], map_location="cpu", weights_only=True)
     head = [key for key, value in state["state_dict"].items() if value.shape[:1] == (12,)]
-    for key in head:  # the classifier's last layer, scaled: logits in the thousands, as confident models reach
+    for (
+        key
+    ) in head:  # the classifier's last layer, scaled: logits in the thousands, as confident models reach
         state["state_dict"][key] *= 1000
     confident = tmp_path / "confident.ckpt"
     torch.save(state, confident)
@@ -132,7 +134,9 @@ def test_export_allows_float_rounding_in_proportion_to_the_logits_and_refuses_mo
     )
     refused = tmp_path / "refused.onnx"
     result = run("cats_model.export", str(confident), "--out", str(refused))
-    assert result.returncode == 1 and result.stderr.startswith("error: ONNX parity check failed: logits differ")
+    assert result.returncode == 1 and result.stderr.startswith(
+        "error: ONNX parity check failed: logits differ"
+    )
     assert not refused.exists() and not refused.with_suffix(".json").exists()
 
 

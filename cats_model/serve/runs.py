@@ -41,7 +41,7 @@ def best_checkpoint(run_dir: Path) -> Path:
 
 def checked_run(run: str) -> str:
     """A run name or "latest", checked where `modal deploy` runs: a typo fails before anything is deployed."""
-    if run != LATEST and not remote.RUN_NAME.match(run):
+    if run != LATEST and not remote.RUN_NAME.fullmatch(run):
         raise UserError(f"serve run {run!r} is not {LATEST!r} or a run name (letters, digits, '.', '_', '-')")
     return run
 
