@@ -30,7 +30,7 @@ from cats_model.run_folder import (
     removed_if_failed_empty,
     set_aside_checkpoints,
 )
-from cats_model.validation import check_all_set, check_arguments, check_known, check_values
+from cats_model.validation import check_all_set, check_arguments, check_values
 
 log = logging.getLogger(__name__)
 METRICS_FILE = "metrics.json"
@@ -67,9 +67,7 @@ def check_config(cfg: DictConfig) -> None:
     """Check every value against what it configures (data, model, optimizer, scheduler, Trainer) and against its
     allowed range: a typo or an impossible value fails here in one line, before data, model or GPU are touched."""
     check_all_set(cfg)
-    trainer_settings = trainer_arguments(cfg.trainer)
-    check_known(trainer_settings, L.Trainer, "trainer", "Lightning's Trainer")
-    check_arguments(L.Trainer, trainer_settings, "trainer")
+    check_arguments(L.Trainer, trainer_arguments(cfg.trainer), "trainer")
     check_values(cfg)  # after the types, which say more of a value like 'abc' than its range would
 
 

@@ -19,11 +19,15 @@ from cats_model.paths import CONFIG_DIR
 
 def check_values(cfg: DictConfig) -> None:
     """Every check that needs no hardware: data and model settings against their classes, optimizer and scheduler
-    against their targets, numbers against their ranges. Where a Modal run or sweep is composed (before any
-    container starts) and in the training process (`train.check_config`, which adds the Trainer's)."""
+    against their targets, the Trainer's keys, numbers against their ranges. Where a Modal run or sweep is composed
+    (before any container starts) and in the training process (`train.check_config`, which adds the types of the
+    Trainer's values, decided by its hardware)."""
+    import lightning as L
     import torch
 
     check_all_set(cfg)
+    # Its keys only: some values interpolate Hydra's run folder, unset where a sweep is composed.
+    check_known(dict.fromkeys(cfg.trainer), L.Trainer, "trainer", "Lightning's Trainer")
     for group in ("data", "model"):
         target = importable(str(cfg[group]._target_))
         if not isinstance(target, type):
@@ -39,21 +43,23 @@ def check_values(cfg: DictConfig) -> None:
 
 def check_all_set(cfg: DictConfig) -> None:
     """No value left `???`: a group's shared base (`model=default`) or a config that needs a value from the user
-    (`data=folder` needs `data.root`) says which, in one line."""
-    missing = []
-    for name in cfg:  # not the hydra node: its sweep paths interpolate values only a multirun sets
-        if name == "hydra":
-            continue
-        if OmegaConf.is_missing(cfg, name):
-            missing.append(str(name))
-        elif OmegaConf.is_config(node := cfg[name]):
-            missing += sorted(OmegaConf.missing_keys(node))  # full keys: model.backbone
+    (`data=folder` needs `data.root`) says which, in one line. Read without resolving, since some values
+    interpolate Hydra's run folder, unset where a sweep is composed."""
+    values = OmegaConf.to_container(cfg, resolve=False)
+    values.pop("hydra", None)
+    missing = sorted(_missing_keys(values))
     if missing:
         key = missing[0]
         group = key.split(".")[0]
         choices = sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml") if p.stem != "default")
         choose = f", or choose {group}={'|'.join(choices)}" if choices else ""
         raise UserError(f"{key} is not set: give it a value ({key}=...){choose}")
+
+
+def _missing_keys(values: Any, prefix: str = "") -> list[str]:
+    if isinstance(values, dict):
+        return [k for key, value in values.items() for k in _missing_keys(value, f"{prefix}{key}.")]
+    return [prefix[:-1]] if values == "???" else []
 
 
 def check_arguments(target: Any, settings: dict, group: str) -> None:

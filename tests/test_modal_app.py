@@ -189,6 +189,8 @@ def test_bad_overrides_fail_before_any_modal_call(offline, modal_app, mounts, ca
         (("paths.output_dir=/",), "paths.output_dir=/ cannot be set for a Modal run"),
         (("data.batch_size=0",), "data.batch_size=0 is not a valid value: expected an integer >= 1"),
         (("optimizer._target_=torch.optim.Adamw",), "unknown optimizer 'torch.optim.Adamw'"),
+        (("+trainer.max_epoch=3",), "trainer.max_epoch is not a setting of Lightning's Trainer"),
+        (("model=default",), "model.backbone is not set"),
     ):
         with pytest.raises(SystemExit) as exit_info:
             entry.main(args, ModalCalls(modal_app))
