@@ -1,5 +1,6 @@
 """Loading a trained checkpoint on its own: no config needed, no pickle executed."""
 
+import pickle
 from pathlib import Path
 
 import torch
@@ -24,11 +25,18 @@ def load_classifier(path: str | Path, device: torch.device | str = "cpu") -> Cat
             path, map_location=device, weights_only=True, pretrained=False
         )
     except Exception as err:
-        reason = " ".join(str(err).split())[:300]
         raise UserError(
-            f"{path} is not a usable tiny-cats-model checkpoint ({type(err).__name__}: {reason})"
+            f"{path} is not a usable tiny-cats-model checkpoint ({why_unloadable(err, 300)})"
         ) from err
     return model.eval()
+
+
+def why_unloadable(err: Exception, limit: int) -> str:
+    """torch.load's reason, in a line. Its weights_only refusal advises loading without it, which would run the
+    file's pickled code: never done here, so that advice is not passed on."""
+    if isinstance(err, pickle.UnpicklingError):
+        return "not a checkpoint, or one holding more than tensors and plain values, which is never unpickled here"
+    return f"{type(err).__name__}: {' '.join(str(err).split())[:limit]}"
 
 
 def resume_problem(path: str | Path) -> str | None:
@@ -38,7 +46,7 @@ def resume_problem(path: str | Path) -> str | None:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as err:
-        return f"unreadable, truncated or not a checkpoint ({type(err).__name__}: {' '.join(str(err).split())[:120]})"
+        return f"unreadable, truncated or not a checkpoint ({why_unloadable(err, 120)})"
     expected = ("state_dict", "loops", "epoch")
     missing = [key for key in expected if key not in checkpoint] if isinstance(checkpoint, dict) else expected
     return f"not a training checkpoint (no {', '.join(missing)})" if missing else None

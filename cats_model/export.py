@@ -67,6 +67,7 @@ def export_fp32(model: TorchModel, target: Path, opset: int) -> dict:
         opset_version=opset,
         dynamo=True,
         external_data=False,  # one self-contained file, so that the atomic rename moves everything
+        verbose=False,  # no progress line per export stage
     )
     session = onnxruntime.InferenceSession(str(target), providers=["CPUExecutionProvider"])
     worst = scale = 0.0

@@ -94,7 +94,7 @@ def train(cfg: DictConfig) -> dict:
     check_config(cfg)
     trainer_args = trainer_arguments(cfg.trainer)
     allow_tf32(trainer_args)
-    L.seed_everything(cfg.seed, workers=True)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)  # the seed is in the printed config and its file
     with hold(Path(cfg.paths.output_dir)):
         return fit_and_test(cfg, trainer_args, started)
 

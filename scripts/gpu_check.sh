@@ -6,16 +6,14 @@
 # --cpu: the dry run, the same checks at small sizes on the CPU (tests/test_gpu_check.py runs it).
 # --out: a folder gets <gpu>-<date>.json; default benchmarks/. The log of every command lands beside it.
 #
-# On a lent GPU machine (the device tool: /work/.library/device/README.md). It has torch, lightning,
-# torchmetrics, onnx and onnxruntime, but neither Hydra nor a network, so:
-#   1. here, in the checkout that the tool sends (the session's own), once:  bash scripts/gpu_wheels.sh
-#   2. run(command="bash scripts/gpu_check.sh --out $OUT", carry=[".gpu_wheels"], timeout_s=480)
+# On a GPU machine with torch, lightning, torchmetrics, onnx and onnxruntime but without Hydra or a network:
+#   1. where pip works, once:  bash scripts/gpu_wheels.sh   (Hydra's wheels into .gpu_wheels/, git-ignored)
+#   2. bring the checkout with .gpu_wheels/ to the GPU machine and run  bash scripts/gpu_check.sh --out DIR
 #      Every check ends within 420 s of the start (--budget-s: a command still running then is stopped and its
-#      check reported failed), so the JSON and its log come back within the 480 s. Expected: about 5 minutes
-#      (an estimate: it has never run on a GPU). After a fix, rerun only what failed, in the same lease:
-#      run(command="bash scripts/gpu_check.sh --out $OUT --only train_ddp,bench", ...) (predict and export
-#      bring train along), then give_back.
-#   3. copy <gpu>-<date>.json from files_at into benchmarks/, fill the README's GPU rows from it, commit both.
+#      check reported failed), so the JSON and its log are written within about 8 minutes; expected about 5 (an
+#      estimate: it has never run on a GPU). After a fix, rerun only what failed: --only train_ddp,bench
+#      (predict and export bring train along).
+#   3. copy <gpu>-<date>.json into benchmarks/, fill the README's GPU rows from it, commit both.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python=${PYTHON:-python3}
@@ -23,7 +21,7 @@ python=${PYTHON:-python3}
 if ! "$python" -c "import hydra, omegaconf" 2>/dev/null; then
   if ! compgen -G ".gpu_wheels/*.whl" >/dev/null; then
     echo "error: Hydra is not installed here and .gpu_wheels/ is empty: run bash scripts/gpu_wheels.sh where pip" \
-      "works, and carry .gpu_wheels" >&2
+      "works, and bring .gpu_wheels/ along" >&2
     exit 2
   fi
   site=$(mktemp -d)

@@ -6,7 +6,6 @@ import importlib.util
 import json
 import logging
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -35,14 +34,11 @@ def test_a_folder_as_out_gets_a_file_named_by_gpu_and_date(tmp_path):
     assert output_file(tmp_path / "mine.json", {"gpu": "NVIDIA H200"}, day) == tmp_path / "mine.json"
 
 
-def test_the_documented_device_call_lets_every_check_end_before_its_time_limit():
+def test_the_header_states_the_checks_time_limit_and_leaves_room_within_8_minutes():
     header = (ROOT / "scripts" / "gpu_check.sh").read_text()
-    timeout_s = int(
-        re.search(r"run\(command=\"bash scripts/gpu_check.sh --out \$OUT\".*timeout_s=(\d+)\)", header)[1]
-    )
     budget_s = gpu_check_module().GPU.budget_s
-    assert f"within {budget_s} s of the start" in header
-    assert budget_s + 45 <= timeout_s <= 600  # room to start, write the JSON; the device tool's longest call
+    assert f"within {budget_s} s of the start" in header and "within about 8 minutes" in header
+    assert budget_s + 45 <= 8 * 60  # room to start Python and write the JSON: fits a lease of 10-minute calls
 
 
 def test_a_rerun_of_some_checks_brings_the_checkpoint_they_need():

@@ -135,6 +135,7 @@ def test_a_grid_sweep_through_modal_run_makes_one_call_per_job_on_its_gpu(
     again, calls = offline_run(tmp_path, *args)
     assert again.returncode == 0, again.stderr[-3000:]
     assert [c["function"] for c in calls] == ["App.run"]
+    assert "2 of 2 jobs finished earlier with the same overrides" in again.stdout
     assert read_summary(sweep_dir) == rows
 
     # One epoch more: both jobs run again, each resuming its run on the volume.

@@ -7,6 +7,7 @@ import inspect
 import io
 import json
 import logging
+import os
 import subprocess
 import sys
 
@@ -88,6 +89,34 @@ def test_predict_a_folder_and_refuse_a_bad_checkpoint(trained, tmp_path):
         missing.returncode == 1
         and missing.stderr.strip() == f"error: no checkpoint at {tmp_path / 'none.ckpt'}"
     )
+
+
+class _Payload:
+    """Unpickling this would run a command: a crafted checkpoint."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_crafted_or_foreign_file_as_checkpoint_runs_nothing_and_is_one_line(tmp_path):
+    import torch
+
+    marker = tmp_path / "pwned"
+    crafted = tmp_path / "crafted.ckpt"
+    torch.save({"state_dict": {}, "payload": _Payload(marker)}, crafted)
+    photo = tmp_path / "photo.jpg"
+    Image.new("RGB", (64, 64), (200, 120, 40)).save(photo)
+    for checkpoint in (crafted, photo):  # a photo given where the checkpoint goes, as users do
+        result = run("cats_model.predict", str(checkpoint), str(photo))
+        assert result.returncode == 1 and result.stderr.count("\n") == 1, result.stderr
+        assert result.stderr.startswith(
+            f"error: {checkpoint} is not a usable tiny-cats-model checkpoint (not a"
+        )
+        assert "weights_only" not in result.stderr  # torch's advice to load without it is not passed on
+    assert not marker.exists()
 
 
 def test_export_writes_onnx_that_matches_pytorch(trained, tmp_path):

@@ -59,8 +59,9 @@ class ModalCalls:
     those of a blocking `.remote()` are retried by the calling client (modal/_functions.py::_Invocation.run_function
     sends FunctionRetryInputs for SYNC inputs only), so a closed terminal would end them."""
 
-    def __init__(self, modal_app, detach: bool = False):
-        self.modal_app, self.detach = modal_app, detach
+    def __init__(self, modal_app, detach: bool = False, without_modal: str = ""):
+        """`without_modal`: what the user can do instead when Modal is not set up here (said after the fix)."""
+        self.modal_app, self.detach, self.without_modal = modal_app, detach, without_modal
 
     @contextlib.contextmanager
     def running(self):
@@ -75,10 +76,8 @@ class ModalCalls:
             with modal.enable_output(), self.modal_app.app.run(detach=self.detach):
                 yield
         except modal.exception.AuthError as err:
-            raise UserError(
-                "Modal is not authenticated: run `modal token new` once, or try a sweep on this machine "
-                "with hydra.launcher.backend=local"
-            ) from err
+            instead = f", or {self.without_modal}" if self.without_modal else ""
+            raise UserError(f"Modal is not authenticated: run `modal token new` once{instead}") from err
 
     def prepare_data(self) -> dict:
         return self.modal_app.prepare_data.remote()

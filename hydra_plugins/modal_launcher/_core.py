@@ -122,13 +122,23 @@ def run_train_calls(launcher, jobs: list[Job], sweep_dir: Path) -> tuple[list[Jo
         )  # fmt: skip
         plans[job.idx] = (split_launch(job.overrides)[0], call)
     if launcher.backend == "modal":
-        calls = ModalCalls(load_modal_app(), detach=launcher.detach)
+        calls = ModalCalls(
+            load_modal_app(),
+            detach=launcher.detach,
+            without_modal="try the sweep on this machine with hydra.launcher.backend=local",
+        )
     else:
         paths = jobs[0].config.paths  # the local folders the mounts stand for
         calls = LocalCalls(launcher.max_parallel, Path(paths.data_dir), Path(paths.log_dir))
 
     results = {job.idx: finished_earlier(job) for job in jobs}
     todo = [job for job in jobs if results[job.idx] is None]
+    if len(todo) < len(jobs):
+        print(
+            f"sweep {sweep}: {len(jobs) - len(todo)} of {len(jobs)} jobs finished earlier with the same overrides "
+            "in this sweep folder; their results are reused",
+            flush=True,
+        )
     if todo:
         with calls.running():
             if any(needs_oxford_download(job.config) for job in todo):
