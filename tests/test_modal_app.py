@@ -404,3 +404,29 @@ def test_a_failed_data_commit_is_a_warning_so_a_continued_call_is_never_retried(
     assert (
         "warning: committing the data volume failed (Conflict: the volume changed)" in capsys.readouterr().err
     )
+
+
+def test_a_result_is_awaited_in_polls_so_an_expired_one_is_one_line(modal_app, monkeypatch):
+    """FunctionCall.get() without a timeout would wait forever for a result Modal no longer keeps."""
+    import modal
+
+    class Call:
+        def __init__(self, answers):
+            self.answers, self.timeouts = list(answers), []
+
+        def get(self, timeout=None):
+            self.timeouts.append(timeout)
+            answer = self.answers.pop(0)
+            if isinstance(answer, Exception):
+                raise answer
+            return answer
+
+    running = Call([modal.exception.TimeoutError(), modal.exception.TimeoutError(), {"run_name": "r"}])
+    monkeypatch.setattr(modal.FunctionCall, "from_id", staticmethod(lambda call_id: running))
+    assert ModalCalls(modal_app).result("fc-1") == {"run_name": "r"}
+    assert running.timeouts == [55.0] * 3
+
+    expired = Call([modal.exception.TimeoutError(), modal.exception.OutputExpiredError()])
+    monkeypatch.setattr(modal.FunctionCall, "from_id", staticmethod(lambda call_id: expired))
+    with pytest.raises(UserError, match=r"^the result of call fc-2 has expired on Modal: .*cloud fetch RUN"):
+        ModalCalls(modal_app).result("fc-2")

@@ -21,6 +21,7 @@ from cats_model.errors import UserError
 from cats_model.paths import PROJECT_ROOT
 
 LAUNCH_DIR = PROJECT_ROOT / "launch"
+RESULT_POLL_S = 55.0  # Modal's own longest server-side wait per poll
 
 
 def load_modal_app(name: str = "modal_app"):
@@ -88,9 +89,21 @@ class ModalCalls:
         return train.spawn(overrides, run_name, call.to_dict()).object_id
 
     def result(self, call_id: str) -> dict:
+        """Waits for the call in polls of RESULT_POLL_S: waiting with no timeout, Modal would never notice a result
+        that expired (modal/_functions.py::poll_function tells expiry apart only when a poll times out)."""
         import modal
 
-        return modal.FunctionCall.from_id(call_id).get()
+        call = modal.FunctionCall.from_id(call_id)
+        while True:
+            try:
+                return call.get(timeout=RESULT_POLL_S)
+            except modal.exception.OutputExpiredError as err:
+                raise UserError(
+                    f"the result of call {call_id} has expired on Modal: what the run wrote is on the outputs "
+                    "volume (python -m cats_model.cloud fetch RUN, or summary SWEEP)"
+                ) from err
+            except modal.exception.TimeoutError:
+                continue  # still running
 
     def read_run(self, run_name: str) -> dict:
         return self.modal_app.read_run.remote(run_name)
