@@ -1,6 +1,8 @@
 """Facts about the machine a run is on."""
 
+import multiprocessing
 import os
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 
@@ -19,3 +21,10 @@ def available_cpus() -> int:
 def default_num_workers() -> int:
     # One core stays with the training process; more than 8 decoders rarely helps a single GPU.
     return min(8, max(0, available_cpus() - 1))
+
+
+def in_fresh_process(function, *args):
+    """`function(*args)` in a new Python process (spawn: it inherits no state, no threads, no CUDA context), as a
+    container starts fresh; its result, or its exception raised here."""
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as process:
+        return process.submit(function, *args).result()

@@ -8,10 +8,9 @@ end, so that every caller (a single run, a sweep) handles runs the same way.
 
 import contextlib
 import importlib.util
-import multiprocessing
 import os
 import sys
-from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from cats_model.cloud.remote import DATA_ENV, OUTPUT_ENV
 from cats_model.cloud.settings import Call
 from cats_model.errors import UserError
 from cats_model.paths import PROJECT_ROOT
+from cats_model.system import available_cpus, in_fresh_process
 
 LAUNCH_DIR = PROJECT_ROOT / "launch"
 RESULT_POLL_S = 55.0  # Modal's own longest server-side wait per poll
@@ -117,8 +117,6 @@ class LocalCalls:
     with the data and outputs mounts pointed at local folders (one data folder for all, as the volume is)."""
 
     def __init__(self, max_parallel: int, data_dir: Path, output_dir: Path):
-        from cats_model.system import available_cpus
-
         self.max_parallel = max_parallel
         # Each job its share of this machine's cores, as each container has its own: more threads than cores
         # only spin (four jobs of two threads each on two cores used 2.7 times the CPU time of one job in turn).
@@ -136,24 +134,19 @@ class LocalCalls:
             yield
 
     def prepare_data(self) -> dict:
-        return _in_fresh_process("prepare_data", (), self.env)
+        return in_fresh_process(call_locally, "prepare_data", (), self.env)
 
     def submit(self, overrides: list[str], run_name: str, call: Call) -> str:
         # No Modal timeout here: a run never stops early.
         call = replace(call, timeout=None, max_containers=None)
         call_id = f"local-{len(self._calls)}"
         self._calls[call_id] = self._pool.submit(
-            _in_fresh_process, "train", (overrides, run_name, call.to_dict()), self.env
+            in_fresh_process, call_locally, "train", (overrides, run_name, call.to_dict()), self.env
         )
         return call_id
 
     def result(self, call_id: str) -> dict:
         return self._calls[call_id].result()
-
-
-def _in_fresh_process(function: str, args: tuple, env: dict[str, str]):
-    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as process:
-        return process.submit(call_locally, function, args, env).result()
 
 
 def call_locally(function: str, args: tuple, env: dict[str, str]):

@@ -9,10 +9,9 @@ import hashlib
 import importlib.util
 import json
 import logging
-import multiprocessing
 import re
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from cats_model.atomic import atomic_write_text
 from cats_model.cloud.sweep_summary import summary_row, write_summary
 from cats_model.errors import UserError
+from cats_model.system import in_fresh_process
 
 log = logging.getLogger(__name__)
 
@@ -227,8 +227,7 @@ def run_task_in_processes(launcher, jobs: list[Job]) -> list[JobReturn]:
 
 def _in_fresh_process(payload: bytes) -> JobReturn | BaseException:
     try:
-        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as process:
-            return cloudpickle.loads(process.submit(execute_payload, payload).result())
+        return cloudpickle.loads(in_fresh_process(execute_payload, payload))
     except BaseException as err:  # the process died (BrokenProcessPool), or exited
         return err
 
