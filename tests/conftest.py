@@ -47,3 +47,16 @@ def offline(monkeypatch):
     from modal_offline import OfflineModal
 
     return OfflineModal().install(monkeypatch.setattr)
+
+
+@pytest.fixture
+def modal_service(tmp_path):
+    """The offline Modal service (tests/modal_service.py), its containers importing the app files of launch/
+    (and the fault callbacks of tests/)."""
+    from modal_service import ModalService
+
+    from cats_model.paths import PROJECT_ROOT
+
+    service = ModalService(tmp_path / "modal", app_dirs=[PROJECT_ROOT / "launch", PROJECT_ROOT / "tests"]).start()
+    yield service
+    service.stop()

@@ -57,3 +57,10 @@ class KillAt(L.Callback):
 
     def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
         self._kill("test")
+
+
+class CrashAtFitStart(L.Callback):
+    """A crash on every attempt: `+callbacks.crash._target_=faults.CrashAtFitStart`."""
+
+    def on_fit_start(self, trainer, pl_module):
+        raise RuntimeError("injected crash at fit start")

@@ -21,7 +21,8 @@ from cats_model.paths import PROJECT_ROOT
 from cats_model.system import available_cpus, in_fresh_process
 
 LAUNCH_DIR = PROJECT_ROOT / "launch"
-RESULT_POLL_S = 55.0  # Modal's own longest server-side wait per poll
+# Modal's own longest server-side wait per poll; tests shorten it to see many polls of one call.
+RESULT_POLL_S = float(os.environ.get("CATS_MODEL_RESULT_POLL_S", 55))
 
 
 def load_modal_app(name: str = "modal_app"):
@@ -90,7 +91,11 @@ class ModalCalls:
 
     def result(self, call_id: str) -> dict:
         """Waits for the call in polls of RESULT_POLL_S: waiting with no timeout, Modal would never notice a result
-        that expired (modal/_functions.py::poll_function tells expiry apart only when a poll times out)."""
+        that expired (modal/_functions.py::poll_function tells expiry apart only when a poll times out).
+
+        modal 1.6.4 raises Python's builtin TimeoutError for a poll that ends while the call runs; modal's own
+        exception.TimeoutError (no subclass of it) comes with FunctionTimeoutError, a call that timed out on its
+        last attempt: that one has ended, like every other exception here."""
         import modal
 
         call = modal.FunctionCall.from_id(call_id)
@@ -102,8 +107,13 @@ class ModalCalls:
                     f"the result of call {call_id} has expired on Modal: what the run wrote is on the outputs "
                     "volume (python -m cats_model.cloud fetch RUN, or summary SWEEP)"
                 ) from err
-            except modal.exception.TimeoutError:
-                continue  # still running
+            except modal.exception.FunctionTimeoutError as err:
+                raise UserError(
+                    f"call {call_id} reached its Modal timeout on every attempt ({err}); what it saved is on the "
+                    "outputs volume: run it again with the same run_name to resume, or raise timeout="
+                ) from err
+            except TimeoutError:  # the builtin: this poll ended while the call still runs
+                continue
 
     def read_run(self, run_name: str) -> dict:
         return self.modal_app.read_run.remote(run_name)

@@ -1,0 +1,105 @@
+"""`modal run launch/modal_app.py -- ...` through the real modal client against the offline Modal service
+(tests/modal_service.py): calls held running across many polls, timed out, expired, crashed, preempted."""
+
+import json
+import threading
+import time
+
+import pytest
+from helpers import APP_FILE, REMOTE_CPU
+from modal_service import Attempt, modal_command
+
+from cats_model.cloud.settings import load_settings
+
+OUTPUTS = "cats-model-outputs"
+pytestmark = pytest.mark.slow
+
+
+def run(service, *overrides: str, timeout: float = 600):
+    return modal_command(service, "run", str(APP_FILE), "--", *REMOTE_CPU, *overrides, timeout=timeout)
+
+
+def error_lines(result) -> list[str]:
+    return [line for line in result.stderr.splitlines() if line.startswith("error:")]
+
+
+def in_background(function, *args):
+    """Runs function(*args) in a thread; returns a callable that joins it and gives its result."""
+    box = {}
+    thread = threading.Thread(target=lambda: box.update(result=function(*args)), daemon=True)
+    thread.start()
+
+    def result():
+        thread.join(600)
+        return box["result"]
+
+    return result
+
+
+def test_a_run_held_running_across_many_polls_is_waited_for(modal_service):
+    modal_service.script("train", Attempt(hold_s=4))
+    result = run(modal_service, "run_name=held")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "run held finished" in result.stdout
+    # The client polled while the call ran: each empty poll is the builtin TimeoutError inside modal's client.
+    assert modal_service.requests.count("FunctionGetOutputs") >= 4
+    metrics = json.loads((modal_service.volume_path(OUTPUTS) / "runs/held/metrics.json").read_text())
+    assert metrics["epoch"] == 1
+
+
+def test_a_call_that_times_out_on_every_attempt_ends_in_one_line(modal_service):
+    attempts = load_settings().train["retries"]["max_retries"] + 1
+    modal_service.script("train", *[Attempt(timeout=True)] * attempts)
+    result = run(modal_service, "run_name=late", timeout=300)
+    assert result.returncode == 1
+    [line] = error_lines(result)
+    assert "reached its Modal timeout on every attempt" in line and "run_name" in line
+    [call] = modal_service.calls_of("train")
+    assert [outcome for _, outcome in call.history] == ["timeout"] * attempts
+    assert modal_service.requests.count("FunctionGetOutputs") < 50  # a few polls, not a loop at full speed
+
+
+def test_an_expired_result_ends_in_one_line_pointing_at_the_volume(modal_service):
+    modal_service.script("train", Attempt(hold_s=60))
+    finished = in_background(run, modal_service, "run_name=gone")
+    deadline = time.time() + 120
+    while not modal_service.calls_of("train") and time.time() < deadline:
+        time.sleep(0.1)
+    [call] = modal_service.calls_of("train")
+    time.sleep(1.5)  # polled a few times while running
+    modal_service.expire(call.call_id)
+    result = finished()
+    assert result.returncode == 1
+    [line] = error_lines(result)
+    assert "has expired on Modal" in line and "outputs volume" in line
+
+
+def test_a_crash_on_every_attempt_is_retried_then_one_line(modal_service):
+    result = run(modal_service, "run_name=crash", "+callbacks.crash._target_=faults.CrashAtFitStart")
+    assert result.returncode == 1
+    [line] = error_lines(result)
+    assert "run crash failed" in line and "injected crash at fit start" in line
+    [call] = modal_service.calls_of("train")
+    retries = load_settings().train["retries"]["max_retries"]
+    assert [outcome for _, outcome in call.history] == ["failure"] * (retries + 1)
+
+
+def test_a_preempted_call_resumes_from_its_committed_checkpoint(modal_service, tmp_path):
+    gate = tmp_path / "gate"
+    modal_service.script("train", Attempt(preempt_when_committed=f"{OUTPUTS}/runs/pre/checkpoints/last.ckpt"))
+    finished = in_background(
+        run, modal_service, "run_name=pre", "trainer.max_epochs=2",
+        "+callbacks.gate._target_=gate.WaitForFile", f"+callbacks.gate.path={gate}", "+callbacks.gate.before_epoch=1",
+    )  # fmt: skip
+    deadline = time.time() + 300
+    while not any(c.preemptions for c in modal_service.calls_of("train")) and time.time() < deadline:
+        time.sleep(0.2)
+    gate.write_text("go")  # the retry may pass the second epoch's start
+    result = finished()
+    assert result.returncode == 0, result.stderr[-3000:]
+    [call] = modal_service.calls_of("train")
+    assert [outcome for _, outcome in call.history] == ["preempted", "success"]
+    second = (modal_service.containers[-1].folder / "log.txt").read_text()
+    assert "last.ckpt" in second  # the retry restored the committed checkpoint
+    metrics = json.loads((modal_service.volume_path(OUTPUTS) / "runs/pre/metrics.json").read_text())
+    assert metrics["epoch"] == 2
