@@ -67,7 +67,8 @@ def prepare_data() -> dict:
 @app.function(**TRAIN_OPTIONS)
 def train(overrides: list[str], run_name: str | None = None, call: dict | None = None) -> dict:
     # Without a name, the call's id names the run: a retry of this same call resumes the same folder.
-    run_name = run_name or f"call-{(modal.current_function_call_id() or remote.fresh_run_name())[-12:]}"
+    call_id = modal.current_function_call_id()
+    run_name = run_name or f"call-{(call_id or remote.fresh_run_name())[-12:]}"
     result = remote.train(
         overrides,
         run_name,
@@ -75,6 +76,7 @@ def train(overrides: list[str], run_name: str | None = None, call: dict | None =
         commit=_commit(outputs_volume),
         commit_interval=settings.train["commit_interval"],
         continue_run=_continue_run,
+        call_id=call_id,
     )
     _commit_data()
     return result
@@ -83,7 +85,7 @@ def train(overrides: list[str], run_name: str | None = None, call: dict | None =
 def _continue_run(overrides: list[str], run_name: str, call: Call) -> str:
     """Submitted from the container: the run goes on on Modal's side, whatever became of the caller."""
     _commit_data()
-    return ModalCalls(sys.modules[__name__]).submit(overrides, run_name, call)
+    return ModalCalls(sys.modules[__name__]).spawn(overrides, run_name, call)
 
 
 def _commit_data() -> None:

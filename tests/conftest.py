@@ -41,22 +41,40 @@ def modal_app():
     return load_modal_app()
 
 
-@pytest.fixture
-def offline(monkeypatch):
-    """Modal's network end replaced (tests/modal_offline.py): calls run their function bodies via .local()."""
-    from modal_offline import OfflineModal
-
-    return OfflineModal().install(monkeypatch.setattr)
-
-
-@pytest.fixture
-def modal_service(tmp_path):
+def started_modal_service(root, **options):
     """The offline Modal service (tests/modal_service.py), its containers importing the app files of launch/
     (and the fault callbacks of tests/)."""
     from modal_service import ModalService
 
     from cats_model.paths import PROJECT_ROOT
 
-    service = ModalService(tmp_path / "modal", app_dirs=[PROJECT_ROOT / "launch", PROJECT_ROOT / "tests"]).start()
+    return ModalService(root, app_dirs=[PROJECT_ROOT / "launch", PROJECT_ROOT / "tests"], **options).start()
+
+
+@pytest.fixture
+def modal_service(tmp_path):
+    service = started_modal_service(tmp_path / "modal")
     yield service
     service.stop()
+
+
+@pytest.fixture(scope="module")
+def module_modal_service(tmp_path_factory):
+    """One service for a module whose tests share what its first calls made."""
+    service = started_modal_service(tmp_path_factory.mktemp("modal"))
+    yield service
+    service.stop()
+
+
+@pytest.fixture
+def modal_client(modal_service, monkeypatch):
+    """This process's modal client pointed at the offline service (a fresh client: the last one knew another)."""
+    import modal.client
+
+    for key, value in modal_service.env().items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("CATS_MODEL_RESULT_POLL_S", "0.5")
+    monkeypatch.setattr("cats_model.cloud.calls.RESULT_POLL_S", 0.5)
+    modal.client._Client._set_env_client(None)
+    yield modal_service
+    modal.client._Client._set_env_client(None)

@@ -64,3 +64,14 @@ class CrashAtFitStart(L.Callback):
 
     def on_fit_start(self, trainer, pl_module):
         raise RuntimeError("injected crash at fit start")
+
+
+class KilledForMemory(L.Callback):
+    """The kernel's OOM killer as a container sees it: the cgroup's oom_kill count goes up and the training process
+    dies of SIGKILL. `+callbacks.oom._target_=faults.KilledForMemory`, with CATS_MODEL_MEMORY_EVENTS naming the
+    file that stands for the cgroup's memory.events."""
+
+    def on_fit_start(self, trainer, pl_module):
+        events = Path(os.environ["CATS_MODEL_MEMORY_EVENTS"])
+        events.write_text("low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n")
+        os.kill(os.getpid(), signal.SIGKILL)

@@ -11,15 +11,23 @@ import os
 import pickle
 import sys
 
+import modal
 from modal._runtime.execution_context import _set_current_context_ids
 from modal._serialization import deserialize, serialize
 from modal._utils.async_utils import synchronizer
+from modal.running_app import running_app_from_layout
+from modal_proto import api_pb2
 
 
 def main() -> None:
     spec = json.loads(os.environ["OFFLINE_CONTAINER"])
     module = importlib.import_module(spec["module"])
     function = synchronizer._translate_in(getattr(module, spec["function"]))
+    # The app's functions hydrated from its layout, as _container_entrypoint.py does: a container can call them.
+    layout = api_pb2.AppLayout.FromString(open(spec["layout"], "rb").read())
+    client = synchronizer._translate_in(modal.Client.from_env())
+    app = synchronizer._translate_in(module.app)
+    app._init_container(client, running_app_from_layout(spec["app_id"], layout))
     with open(spec["input"], "rb") as file:
         args, kwargs = deserialize(file.read(), None)
     _set_current_context_ids([spec["input_id"]], [spec["call_id"]], ["at-offline"])

@@ -52,6 +52,7 @@ import grpclib.server
 from aiohttp import web
 from google.protobuf import empty_pb2
 from grpclib import GRPCError, Status
+from modal._serialization import serialize
 from modal_proto import api_grpc, api_pb2
 
 CONTAINER = Path(__file__).with_name("modal_container.py")
@@ -69,12 +70,13 @@ FUNCTION_DATA_SCALARS = (
 class Attempt:
     """What happens to one attempt of a call: held `hold_s` before its container starts; preempted `preempt_after_s`
     after it starts, or once `preempt_when_committed` ("volume/path") is committed (SIGTERM, then a fresh attempt);
-    `timeout` makes it run past its function's timeout."""
+    `timeout` makes it run past its function's timeout; `exception` fails it with that remote exception."""
 
     hold_s: float = 0.0
     preempt_after_s: float | None = None
-    preempt_when_committed: str | None = None  # a path on a volume, "volume-name/path"
+    preempt_when_committed: str | None = None  # a glob on a volume, "volume-name/pattern"
     timeout: bool = False
+    exception: str | None = None  # the attempt fails at once with RuntimeError(exception), no container
 
 
 @dataclass
@@ -93,10 +95,10 @@ class FunctionDef:
 
     @property
     def max_containers(self) -> int | None:
+        """The variant's own limit, else its definition's; 0 means none (as the client sends an unset one)."""
         if self.options.HasField("concurrency_limit"):
-            return self.options.concurrency_limit
-        settings = self.definition.autoscaler_settings
-        return settings.max_containers if settings.HasField("max_containers") else None
+            return self.options.concurrency_limit or None
+        return self.definition.concurrency_limit or self.definition.autoscaler_settings.max_containers or None
 
     @property
     def volume_mounts(self):
@@ -130,14 +132,14 @@ class Container:
     mounts: dict  # mount path -> (volume name, view folder)
     process: subprocess.Popen | None = None
     base: dict = field(default_factory=dict)  # volume name -> {path: stamp} when the view was taken
+    preempt_when_committed: str | None = None
+    preempted: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class ModalService(api_grpc.ModalClientBase):
     def __init__(self, root: Path, app_dirs: list[Path] = (), heartbeat_timeout_s: float = 30.0):
         self.root = Path(root)
-        self.app_dirs = [
-            str(d) for d in app_dirs
-        ]  # where containers import app modules from (the image's /root)
+        self.app_dirs = [str(d) for d in app_dirs]  # where containers import app modules (the image's /root)
         self.heartbeat_timeout_s = heartbeat_timeout_s
         self.token = ("ak-offline", "as-offline")
         self._ids = itertools.count(1)
@@ -151,6 +153,7 @@ class ModalService(api_grpc.ModalClientBase):
         self.scripts: dict[str, list[Attempt]] = {}
         self.requests: list[str] = []  # every RPC's name, in order
         self.unanswered: list[str] = []  # RPCs this service does not model
+        self.faults: list[str] = []  # errors of this service itself (a test should find none)
         self.containers: list[Container] = []
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -298,13 +301,23 @@ class ModalService(api_grpc.ModalClientBase):
             self.apps[app_id] = {"state": "deploying", "name": request.app_name, "heartbeat": time.time()}
         await stream.send_message(api_pb2.AppGetOrCreateResponse(app_id=app_id))
 
+    def _layout(self, app_id: str) -> api_pb2.AppLayout:
+        """The app's objects and their handles, as a container is given them."""
+        app = self.apps[app_id]
+        function_ids, class_ids = app.get("function_ids", {}), app.get("class_ids", {})
+        objects = [
+            api_pb2.Object(object_id=fid, function_handle_metadata=self._handle(self.functions[fid]))
+            for fid in function_ids.values()
+        ]
+        objects += [
+            api_pb2.Object(object_id=cid, class_handle_metadata=api_pb2.ClassHandleMetadata())
+            for cid in class_ids.values()
+        ]
+        return api_pb2.AppLayout(objects=objects, function_ids=function_ids, class_ids=class_ids)
+
     async def AppGetLayout(self, stream):
         request = await self.recv(stream)
-        app = self.apps[request.app_id]
-        layout = api_pb2.AppLayout(
-            function_ids=app.get("function_ids", {}), class_ids=app.get("class_ids", {})
-        )
-        await stream.send_message(api_pb2.AppGetLayoutResponse(app_layout=layout))
+        await stream.send_message(api_pb2.AppGetLayoutResponse(app_layout=self._layout(request.app_id)))
 
     async def AppHeartbeat(self, stream):
         request = await self.recv(stream)
@@ -383,7 +396,7 @@ class ModalService(api_grpc.ModalClientBase):
         await stream.send_message(api_pb2.MountPutFileResponse(exists=True))
 
     async def MountBatchedCheckExistence(self, stream):
-        request = await self.recv(stream)
+        await self.recv(stream)
         await stream.send_message(api_pb2.MountBatchedCheckExistenceResponse())
 
     async def VolumeGetOrCreate(self, stream):
@@ -515,7 +528,7 @@ class ModalService(api_grpc.ModalClientBase):
         for item in request.inputs:
             call = self.calls[item.input_jwt]
             call.output, call.done = None, asyncio.Event()
-            call.task = asyncio.create_task(self._execute(call, client_retry=True))
+            call.task = asyncio.create_task(self._execute(call))
         await stream.send_message(
             api_pb2.FunctionRetryInputsResponse(input_jwts=[i.input_jwt for i in request.inputs])
         )
@@ -567,7 +580,20 @@ class ModalService(api_grpc.ModalClientBase):
         call.output = RESULT(status=RESULT.GENERIC_STATUS_TERMINATED, exception=why)
         call.done.set()
 
-    async def _execute(self, call: Call, client_retry: bool = False) -> None:
+    async def _execute(self, call: Call) -> None:
+        try:
+            await self._attempts(call)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as err:  # a fault of this service: loud, and the call ends
+            self.faults.append(repr(err))
+            call.output = RESULT(
+                status=RESULT.GENERIC_STATUS_INTERNAL_FAILURE, exception=f"offline service: {err!r}"
+            )
+            call.done.set()
+            raise
+
+    async def _attempts(self, call: Call) -> None:
         """Attempts of one input until one ends for good, as the server schedules them."""
         function = call.function
         policy = function.option("retry_policy")
@@ -598,19 +624,27 @@ class ModalService(api_grpc.ModalClientBase):
         function = call.function
         if attempt.hold_s:
             await asyncio.sleep(attempt.hold_s)
+        if attempt.exception is not None:
+            error = serialize(RuntimeError(attempt.exception))
+            return "failure", RESULT(
+                status=RESULT.GENERIC_STATUS_FAILURE, data=error, exception=attempt.exception
+            )
         limit = function.max_containers
-        while limit is not None and function_pool(self, function) >= limit:
+        while (
+            limit is not None and function.running >= limit
+        ):  # each with_options variant is a pool of its own
             waiter = self._loop.create_future()
             function.waiting.append(waiter)
             await waiter
         function.running += 1
         container = self._new_container(call)
+        container.preempt_when_committed = attempt.preempt_when_committed
         call.container = container
         try:
             process = container.process
             timeout = 0.5 if attempt.timeout else function.option("timeout_secs") or None
             wait = asyncio.create_task(asyncio.to_thread(process.wait))
-            preempt = asyncio.create_task(self._preemption(attempt))
+            preempt = asyncio.create_task(self._preemption(attempt, container))
             done, _ = await asyncio.wait(
                 {wait, preempt}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
             )
@@ -622,8 +656,9 @@ class ModalService(api_grpc.ModalClientBase):
                     await asyncio.wait_for(asyncio.shield(wait), timeout=30)
                 _kill(process)
                 await wait
-                if preempt in done:
-                    return "preempted", None
+            if preempt in done or container.preempted.is_set():
+                return "preempted", None
+            if wait not in done:
                 return "timeout", RESULT(
                     status=RESULT.GENERIC_STATUS_TIMEOUT,
                     exception=f"Function '{function.tag}' timed out after {function.option('timeout_secs')} s",
@@ -637,16 +672,12 @@ class ModalService(api_grpc.ModalClientBase):
                     waiter.set_result(None)
                     break
 
-    async def _preemption(self, attempt: Attempt) -> None:
+    async def _preemption(self, attempt: Attempt, container: Container) -> None:
         """Returns when the attempt is to be preempted; never, for most."""
         if attempt.preempt_after_s is not None:
             await asyncio.sleep(attempt.preempt_after_s)
-        elif attempt.preempt_when_committed:
-            volume, _, path = attempt.preempt_when_committed.partition("/")
-            while not (self.volume_path(volume) / path).exists():
-                await asyncio.sleep(0.2)
         else:
-            await asyncio.Event().wait()
+            await container.preempted.wait()  # set by the commit that publishes preempt_when_committed
 
     def _new_container(self, call: Call) -> Container:
         task_id = self._new_id("ta")
@@ -668,6 +699,7 @@ class ModalService(api_grpc.ModalClientBase):
                     value = str(view) + value[len(mount_path) :]
             env[key] = value
         (folder / "input.pickle").write_bytes(call.args)
+        (folder / "layout.bin").write_bytes(self._layout(call.function.app_id).SerializeToString())
         spec = {
             "module": call.function.definition.module_name,
             "function": call.function.tag,
@@ -675,6 +707,8 @@ class ModalService(api_grpc.ModalClientBase):
             "input_id": call.input_id,
             "input": str(folder / "input.pickle"),
             "output": str(folder / "output.pickle"),
+            "layout": str(folder / "layout.bin"),
+            "app_id": call.function.app_id,
         }
         env.update(
             MODAL_IS_REMOTE="1",
@@ -750,6 +784,12 @@ class ModalService(api_grpc.ModalClientBase):
         container = self._container_of(stream)
         name, _ = self._mount_of(container, request.volume_id)
         self._commit(container, name)
+        if pattern := container.preempt_when_committed:
+            volume, _, glob = pattern.partition("/")
+            if volume == name and any(self.volume_path(volume).glob(glob)):
+                # Preempted right after this commit, before the container hears back: deterministic for tests.
+                container.preempted.set()
+                _signal(container.process, signal.SIGTERM)
         await stream.send_message(api_pb2.VolumeCommitResponse(skip_reload=False))
 
     async def VolumeReload(self, stream):
@@ -789,11 +829,6 @@ class ModalService(api_grpc.ModalClientBase):
     async def _serve_file(self, request: web.Request) -> web.Response:
         path = self.volume_path(request.match_info["volume"]) / request.match_info["path"]
         return web.Response(body=path.read_bytes())
-
-
-def function_pool(service: ModalService, function: FunctionDef) -> int:
-    """Containers running for this function variant: each `with_options` variant is a pool of its own."""
-    return function.running
 
 
 def _image_env(image: api_pb2.Image | None) -> dict[str, str]:
@@ -864,20 +899,25 @@ for _name in ModalService.__abstractmethods__:
 ModalService.__abstractmethods__ = frozenset()
 
 
-def modal_command(service: ModalService, *args: str, env: dict | None = None, timeout: float = 600):
-    """`modal ARGS...` (the real CLI) against `service`, in its own process group, killed as a group on timeout;
-    the polls of our client shortened to 0.5 s so that a call is seen running across several of them."""
+def client_process(service: ModalService, *argv: str, env: dict | None = None, timeout: float = 600):
+    """`python ARGV...` as a client of `service` (MODAL_SERVER_URL and a token), in its own process group, killed
+    as a group on timeout; our client's polls shortened to 0.5 s so that a call is seen running across several."""
     environment = {**os.environ, **service.env(), "CATS_MODEL_RESULT_POLL_S": "0.5", **(env or {})}
     process = subprocess.Popen(
-        [sys.executable, "-m", "modal", *args], env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True, start_new_session=True,
+        [sys.executable, *argv], env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,
     )  # fmt: skip
     try:
         stdout, stderr = process.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
+    except subprocess.TimeoutExpired as err:
         _kill(process)
         stdout, stderr = process.communicate()
         raise AssertionError(
-            f"modal {' '.join(args)} still ran after {timeout} s:\n{stdout[-2000:]}\n{stderr[-3000:]}"
-        )
+            f"{argv} still ran after {timeout} s:\n{stdout[-2000:]}\n{stderr[-3000:]}"
+        ) from err
     return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
+def modal_command(service: ModalService, *args: str, **options):
+    """`modal ARGS...`, the real CLI, against `service`."""
+    return client_process(service, "-m", "modal", *args, **options)

@@ -182,7 +182,7 @@ def test_a_remote_call_is_one_run_never_a_sweep():
     assert str(cfg.hydra.mode) == "RunMode.RUN" and "BasicSweeper" in cfg.hydra.sweeper._target_
 
 
-def test_bad_overrides_fail_before_any_modal_call(offline, modal_app, mounts, capsys):
+def test_bad_overrides_fail_before_any_modal_call(modal_client, modal_app, mounts, capsys):
     for args, message in (
         (("model=resnet999",), "Could not find 'model/resnet999'"),
         (("gpu=A1OO",), "gpu=A1OO is not a GPU type"),
@@ -196,7 +196,7 @@ def test_bad_overrides_fail_before_any_modal_call(offline, modal_app, mounts, ca
             entry.main(args, ModalCalls(modal_app))
         assert exit_info.value.code == 1
         assert message in capsys.readouterr().err
-    assert offline.calls == []
+    assert modal_client.requests == []  # not even an app was created
 
 
 def test_deterministic_errors_are_returned_not_raised_so_modal_never_retries_them(
@@ -260,22 +260,23 @@ def test_train_local_writes_the_run_then_resumes_it(modal_app, mounts):
 
 @pytest.mark.slow
 def test_a_call_stops_before_its_timeout_and_the_run_continues_in_a_new_call(
-    offline, modal_app, mounts, capsys, declared
+    modal_client, modal_app, mounts, capsys, declared
 ):
     # A timeout just past the stop margin: each call stops after its first training batch, saving last.ckpt.
-    # Two batches per epoch (60 training images, batch 24): the first call trains one, the second the other.
+    # Two batches per epoch (60 training images, batch 24): the first call trains one, the second the other,
+    # submitted from inside the first call's container.
     timeout = declared["train"]["stop_before_timeout"] + 1
     overrides = [*REMOTE_CPU, "data.batch_size=24", f"timeout={timeout}", "gpu=L4", "run_name=long"]
     result = entry.main(overrides, ModalCalls(modal_app))
-    spawns = [c for c in offline.calls if c.get("how") == "spawn"]
-    assert [(c["gpu"], c["timeout"], c["args"][2]["segment"]) for c in spawns] == [
-        ("L4", timeout, 1),
-        ("L4", timeout, 2),
+    calls = modal_client.calls_of("train")
+    options = [
+        (c.function.option("resources").gpu_config.gpu_type, c.function.option("timeout_secs")) for c in calls
     ]
-    assert spawns[1]["args"][2]["spent_s"] > 0
+    assert options == [("L4", timeout), ("L4", timeout)]
     assert result["calls"] == 2 and result["epoch"] == 1 and result["global_step"] == 2
     assert result["resumed_from"].endswith("runs/long/checkpoints/last.ckpt")
-    record = json.loads((mounts[1] / "runs" / "long" / "launch.json").read_text())
+    volume = modal_client.volume_path("cats-model-outputs")
+    record = json.loads((volume / "runs" / "long" / "launch.json").read_text())
     assert (
         record["status"] == "completed"
         and record["segment"] == 2
@@ -406,27 +407,13 @@ def test_a_failed_data_commit_is_a_warning_so_a_continued_call_is_never_retried(
     )
 
 
-def test_a_result_is_awaited_in_polls_so_an_expired_one_is_one_line(modal_app, monkeypatch):
-    """FunctionCall.get() without a timeout would wait forever for a result Modal no longer keeps."""
-    import modal
+def test_a_training_stopped_by_sigterm_is_a_preemption_that_modal_retries(tmp_path):
+    """Killed by SIGTERM, or exiting 128+15 from a handler: resumable, so raised (Modal retries), never 'done'."""
+    from cats_model.cloud.remote import SIGTERM_EXITS, _outcome
+    from cats_model.cloud.settings import Call
 
-    class Call:
-        def __init__(self, answers):
-            self.answers, self.timeouts = list(answers), []
-
-        def get(self, timeout=None):
-            self.timeouts.append(timeout)
-            answer = self.answers.pop(0)
-            if isinstance(answer, Exception):
-                raise answer
-            return answer
-
-    running = Call([modal.exception.TimeoutError(), modal.exception.TimeoutError(), {"run_name": "r"}])
-    monkeypatch.setattr(modal.FunctionCall, "from_id", staticmethod(lambda call_id: running))
-    assert ModalCalls(modal_app).result("fc-1") == {"run_name": "r"}
-    assert running.timeouts == [55.0] * 3
-
-    expired = Call([modal.exception.TimeoutError(), modal.exception.OutputExpiredError()])
-    monkeypatch.setattr(modal.FunctionCall, "from_id", staticmethod(lambda call_id: expired))
-    with pytest.raises(UserError, match=r"^the result of call fc-2 has expired on Modal: .*cloud fetch RUN"):
-        ModalCalls(modal_app).result("fc-2")
+    for code in SIGTERM_EXITS:
+        status, result = _outcome(code, "", tmp_path, Call(**call()), 1.0)
+        assert status == "preempted" and "stopped by SIGTERM" in result["error"]
+    assert _outcome(-9, "", tmp_path, Call(**call()), 1.0)[0] == "crashed"  # SIGKILL without the OOM killer
+    assert _outcome(-9, "", tmp_path, Call(**call()), 1.0, out_of_memory=True)[0] == "failed"

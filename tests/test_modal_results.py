@@ -1,4 +1,4 @@
-"""A Modal user's results offline (mounts redirected): fetching a run into ./runs/NAME and using it as the
+"""A Modal user's results on the offline Modal service: fetching a run into ./runs/NAME and using it as the
 README says, TensorBoard over the outputs volume, and training on one's own photos put on the data volume."""
 
 import json
@@ -8,7 +8,7 @@ import time
 
 import pytest
 from helpers import APP_FILE, REMOTE_CPU
-from modal_offline import offline_run
+from modal_service import modal_command
 
 from cats_model.cloud.__main__ import fetch
 from cats_model.cloud.calls import ModalCalls
@@ -17,24 +17,32 @@ from cats_model.data.synthetic import SyntheticSpec, ensure_synthetic
 
 
 @pytest.fixture(scope="module")
-def volume(tmp_path_factory):
+def volume(module_modal_service):
     """The outputs volume holding one finished run, `day`, made by the README's command through Modal's CLI."""
-    tmp_path = tmp_path_factory.mktemp("modal")
-    result, calls = offline_run(tmp_path, "modal", "run", str(APP_FILE), "--", *REMOTE_CPU, "run_name=day")
+    result = modal_command(module_modal_service, "run", str(APP_FILE), "--", *REMOTE_CPU, "run_name=day")
     assert result.returncode == 0, result.stderr[-3000:]
-    assert [(c["function"], c.get("how"), c.get("gpu")) for c in calls] == [
-        ("App.run", None, None),
-        ("train", "spawn", load_settings().train["gpu"]),
-    ]
+    [call] = module_modal_service.calls_of("train")
+    assert call.function.option("resources").gpu_config.gpu_type == load_settings().train["gpu"]
     assert "fetch it into ./runs/day/:  python -m cats_model.cloud fetch day" in result.stdout
-    return tmp_path / "volume"
+    return module_modal_service.volume_path("cats-model-outputs")
+
+
+@pytest.fixture
+def volume_client(volume, module_modal_service, monkeypatch):
+    """This process's modal client pointed at the module's service."""
+    import modal.client
+
+    for key, value in module_modal_service.env().items():
+        monkeypatch.setenv(key, value)
+    modal.client._Client._set_env_client(None)
+    yield volume
+    modal.client._Client._set_env_client(None)
 
 
 @pytest.mark.slow
 def test_fetch_brings_a_run_into_runs_and_the_readme_commands_use_it(
-    volume, modal_app, offline, monkeypatch, tmp_path, data_dir, capsys
+    volume_client, modal_app, monkeypatch, tmp_path, module_modal_service, capsys
 ):
-    monkeypatch.setenv("CATS_MODEL_OUTPUT_DIR", str(volume))
     monkeypatch.chdir(tmp_path)
     fetch("day", ModalCalls(modal_app))
     run = tmp_path / "runs" / "day"
@@ -46,7 +54,8 @@ def test_fetch_brings_a_run_into_runs_and_the_readme_commands_use_it(
     )
     assert f"run day: {len(names)} files in {run}/" in capsys.readouterr().out
 
-    photo = next(data_dir.glob("synthetic-pet-*/images/Bengal_1.jpg"))
+    data = module_modal_service.volume_path("cats-model-data")  # the synthetic data the run made, committed
+    photo = next(data.glob("synthetic-pet-*/images/Bengal_1.jpg"))
     readme = [
         f"python -m cats_model.predict runs/day/checkpoints/best-*.ckpt {photo} --json",
         "python -m cats_model.export runs/day/checkpoints/best-*.ckpt --out cats.onnx",

@@ -103,3 +103,56 @@ def test_a_preempted_call_resumes_from_its_committed_checkpoint(modal_service, t
     assert "last.ckpt" in second  # the retry restored the committed checkpoint
     metrics = json.loads((modal_service.volume_path(OUTPUTS) / "runs/pre/metrics.json").read_text())
     assert metrics["epoch"] == 2
+
+
+def test_a_run_submitted_again_while_it_trains_is_followed_not_trained_twice(modal_service, tmp_path):
+    gate = tmp_path / "gate"
+    held = [
+        "+callbacks.gate._target_=gate.WaitForFile",
+        f"+callbacks.gate.path={gate}",
+        "+callbacks.gate.before_epoch=0",
+    ]
+    first = in_background(run, modal_service, "run_name=twice", *held)
+    record = modal_service.volume_path(OUTPUTS) / "runs/twice/launch.json"
+    deadline = time.time() + 300
+    while (
+        not (record.is_file() and json.loads(record.read_text())["status"] == "running")
+        and time.time() < deadline
+    ):
+        time.sleep(0.2)
+    second = in_background(run, modal_service, "run_name=twice", *held)
+    # The second client asked for the running call's state (its first FunctionCallFromId, after the first's own).
+    while modal_service.requests.count("FunctionCallFromId") < 3 and time.time() < deadline:
+        time.sleep(0.2)
+    gate.write_text("go")
+    first, second = first(), second()
+    assert first.returncode == 0 and second.returncode == 0, second.stderr[-3000:]
+    [call] = modal_service.calls_of("train")
+    assert (
+        f"run twice is still training on Modal in call {call.call_id}: following that call" in second.stdout
+    )
+    assert "run twice finished" in second.stdout
+
+
+def test_a_retried_call_that_already_handed_its_run_on_does_not_train_again(modal_service):
+    # Each call stops after one batch (a timeout just past the stop margin) and submits the next; the first is
+    # preempted right after it recorded its successor, so Modal retries it: the retry must only name that successor.
+    timeout = load_settings().train["stop_before_timeout"] + 1
+    modal_service.script("train", Attempt(preempt_when_committed=f"{OUTPUTS}/runs/fork/calls/*.json"))
+    result = run(modal_service, "run_name=fork", "data.batch_size=24", f"timeout={timeout}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    first, second = modal_service.calls_of("train")
+    assert [outcome for _, outcome in first.history] == ["preempted", "success"]
+    assert [outcome for _, outcome in second.history] == ["success"]
+    assert "run fork finished: epoch 1" in result.stdout and "in 2 calls" in result.stdout
+
+
+def test_a_training_killed_for_memory_is_one_line_and_not_retried(modal_service, tmp_path, monkeypatch):
+    monkeypatch.setenv("CATS_MODEL_MEMORY_EVENTS", str(tmp_path / "memory.events"))
+    (tmp_path / "memory.events").write_text("oom_kill 0\n")
+    result = run(modal_service, "run_name=oom", "+callbacks.oom._target_=faults.KilledForMemory")
+    assert result.returncode == 1
+    [line] = error_lines(result)
+    assert "killed by the system: out of memory" in line and "train.memory in modal.yml" in line
+    [call] = modal_service.calls_of("train")
+    assert [outcome for _, outcome in call.history] == ["success"]  # returned, so Modal never retried it

@@ -1,9 +1,9 @@
 """Hydra multirun through the Modal launcher plugin: Hydra's own launcher suites, then real sweeps offline.
 
 The Modal backend's sweeps run as a user starts them, in processes of their own (`python -m cats_model.train -m`,
-and `modal run launch/modal_app.py -- -m` through Modal's own CLI), with only Modal's network end replaced
-(tests/modal_offline.py): every call runs the real function body, and a function that Modal would ship pickled
-by value fails the run.
+and `modal run launch/modal_app.py -- -m` through Modal's own CLI), against the offline Modal service
+(tests/modal_service.py): every call runs the real function body in a container process of its own, held
+running across several polls.
 """
 
 import json
@@ -17,7 +17,7 @@ from hydra.core.singleton import Singleton
 from hydra.plugins.launcher import Launcher
 from hydra.test_utils.launcher_common_tests import IntegrationTestSuite, LauncherTestSuite
 from hydra.version import VersionBase
-from modal_offline import offline_run
+from modal_service import Attempt, client_process, modal_command
 
 from cats_model.cloud.calls import ModalCalls
 from cats_model.cloud.settings import load_settings
@@ -96,35 +96,29 @@ def test_local_backend_runs_the_function_bodies_and_isolates_a_failing_job(tmp_p
 
 @pytest.mark.slow
 def test_a_grid_sweep_through_modal_run_makes_one_call_per_job_on_its_gpu(
-    tmp_path, modal_app, offline, monkeypatch
+    tmp_path, modal_app, modal_client, monkeypatch
 ):
+    service = modal_client
+    outputs = service.volume_path("cats-model-outputs")
     sweep_dir = tmp_path / "grid"
-    args = (
-        "modal",
-        "run",
-        str(APP_FILE),
-        "--",
-        "-m",
-        *REMOTE_CPU,
-        "gpu=T4,L4",
-        f"hydra.sweep.dir={sweep_dir}",
-    )
-    result, calls = offline_run(tmp_path, *args)
+    args = ("run", str(APP_FILE), "--", "-m", *REMOTE_CPU, "gpu=T4,L4", f"hydra.sweep.dir={sweep_dir}")
+    service.script("train", Attempt(hold_s=2), Attempt(hold_s=2))  # both seen running across several polls
+    result = modal_command(service, *args)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert calls[0] == {
-        "function": "App.run",
-        "detach": False,
-    }  # `modal run` started the app, not the launcher
-    trains = calls[1:]
-    assert [(c["how"], c["gpu"], c["max_containers"]) for c in trains] == [
-        ("spawn", "T4", 8),
-        ("spawn", "L4", 8),
+    # `modal run` started the app (ephemeral), not the launcher; then one call per job, each on its GPU.
+    assert [app["state"] for app in service.apps.values()] == ["stopped"]
+    trains = service.calls_of("train")
+    assert [
+        (c.function.option("resources").gpu_config.gpu_type, c.function.max_containers) for c in trains
+    ] == [
+        ("T4", 8),
+        ("L4", 8),
     ]
-    assert all("gpu=T4" not in c["args"][0] and "gpu=L4" not in c["args"][0] for c in trains)
+    assert service.requests.count("FunctionGetOutputs") >= 6
     # One training per call: one run each on the volume, no sweep of their own.
-    runs = sorted((tmp_path / "volume" / "runs").iterdir())
+    runs = sorted((outputs / "runs").iterdir())
     assert len(runs) == 2 and all((run / "metrics.json").is_file() for run in runs)
-    assert not (tmp_path / "volume" / "sweeps").exists()
+    assert not (outputs / "sweeps").exists()
     rows = read_summary(sweep_dir)
     settings = load_settings()
     for row, gpu in zip(rows, ("T4", "L4")):
@@ -132,25 +126,26 @@ def test_a_grid_sweep_through_modal_run_makes_one_call_per_job_on_its_gpu(
         assert row["cost_usd"] == round(settings.cost(row["duration_s"], gpu), 4) > 0
 
     # The same sweep again: nothing is trained or tested again, and the table is the same.
-    again, calls = offline_run(tmp_path, *args)
+    again = modal_command(service, *args)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert [c["function"] for c in calls] == ["App.run"]
+    assert len(service.calls_of("train")) == 2
     assert "2 of 2 jobs finished earlier with the same overrides" in again.stdout
     assert read_summary(sweep_dir) == rows
 
     # One epoch more: both jobs run again, each resuming its run on the volume.
-    longer, calls = offline_run(tmp_path, *args, "trainer.max_epochs=2")
+    longer = modal_command(service, *args, "trainer.max_epochs=2")
     assert longer.returncode == 0, longer.stderr[-3000:]
-    assert len([c for c in calls if c["function"] == "train"]) == 2
+    assert len(service.calls_of("train")) == 4
     for job, run in enumerate(runs):
         metrics = json.loads((sweep_dir / str(job) / "metrics.json").read_text())
-        assert metrics["epoch"] == 2 and metrics["resumed_from"] == str(run / "checkpoints" / "last.ckpt")
+        assert metrics["epoch"] == 2 and metrics["resumed_from"].endswith(
+            f"runs/{run.name}/checkpoints/last.ckpt"
+        )
     rows = read_summary(sweep_dir)[-2:]  # this launch's rows
 
     # Later, from the outputs volume alone: the same table.
     from cats_model.cloud.__main__ import summary
 
-    monkeypatch.setenv("CATS_MODEL_OUTPUT_DIR", str(tmp_path / "volume"))
     sweep = runs[0].name.rsplit("-", 1)[0]
     remote_rows = summary(sweep, ModalCalls(modal_app))
     assert [(r["job"], r["status"], r["val/acc_best"], r["cost_usd"]) for r in remote_rows] == [
@@ -159,25 +154,31 @@ def test_a_grid_sweep_through_modal_run_makes_one_call_per_job_on_its_gpu(
 
 
 @pytest.mark.slow
-def test_optuna_on_the_modal_backend_trains_one_model_per_trial(tmp_path):
+def test_optuna_on_the_modal_backend_trains_one_model_per_trial_and_a_failed_trial_is_recorded(
+    tmp_path, modal_service
+):
     sweep_dir = tmp_path / "optuna"
-    result, calls = offline_run(
-        tmp_path, "cats_model.train", "hparams_search=optuna_lr", "hydra/launcher=modal",
+    attempts = load_settings().train["retries"]["max_retries"] + 1
+    # The first trial held running across several polls; the second fails on every attempt.
+    modal_service.script(
+        "train", Attempt(hold_s=2), *[Attempt(exception="injected trial failure")] * attempts
+    )
+    result = client_process(
+        modal_service, "-m", "cats_model.train", "hparams_search=optuna_lr", "hydra/launcher=modal",
         "hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=2", "~hydra.sweeper.params.model",
         "hydra.launcher.detach=true", *REMOTE_CPU, f"hydra.sweep.dir={sweep_dir}",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     # The launcher starts the app itself (detached: the jobs outlive this process), then one call per trial.
-    assert [(c["function"], c.get("detach")) for c in calls] == [
-        ("App.run", True),
-        ("train", None),
-        ("train", None),
-    ]
-    runs = list((tmp_path / "volume" / "runs").iterdir())
-    assert len(runs) == 2 and all((run / "metrics.json").is_file() for run in runs)
-    assert not (tmp_path / "volume" / "sweeps").exists()
+    assert [app["state"] for app in modal_service.apps.values()] == ["detached"]
+    first, second = modal_service.calls_of("train")
+    assert [o for _, o in first.history] == ["success"] and [o for _, o in second.history] == [
+        "failure"
+    ] * attempts
+    runs = list((modal_service.volume_path("cats-model-outputs") / "runs").iterdir())
+    assert len(runs) == 1 and (runs[0] / "metrics.json").is_file()
     rows = read_summary(sweep_dir)
-    assert len(rows) == 2 and all(r["status"] == "completed" for r in rows)
+    assert sorted(r["status"] for r in rows) == ["completed", "failed"]
     assert "best_value" in (sweep_dir / "optimization_results.yaml").read_text()
 
 

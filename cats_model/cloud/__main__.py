@@ -2,13 +2,16 @@
 
 python -m cats_model.cloud fetch RUN        a run's metrics, config, best checkpoint and plots into ./runs/RUN/
 python -m cats_model.cloud summary SWEEP    the table of a sweep, also after its terminal was closed
+python -m cats_model.cloud submit OVERRIDES  a run on the deployed app (`modal deploy launch/modal_app.py`): it
+                                            goes on whatever becomes of this terminal
 """
 
 import argparse
 from pathlib import Path
 
 from cats_model.atomic import atomic_path
-from cats_model.cloud.calls import ModalCalls, load_modal_app
+from cats_model.cloud import entry
+from cats_model.cloud.calls import ModalCalls, deployed_app, load_modal_app
 from cats_model.cloud.sweep_summary import format_table
 from cats_model.errors import UserError, exit_on_user_error
 
@@ -48,7 +51,14 @@ def main(argv: list[str] | None = None) -> None:
     )
     summary_parser = commands.add_parser("summary", help="a sweep's table from the outputs volume")
     summary_parser.add_argument("sweep", help="the sweep's name (printed when it started)")
+    submit_parser = commands.add_parser("submit", help="a run on the deployed app, as `modal run` takes it")
+    submit_parser.add_argument(
+        "overrides", nargs=argparse.REMAINDER, help="the run's overrides, run_name=..."
+    )
     args = parser.parse_args(argv)
+    if args.command == "submit":
+        entry.run_single(args.overrides, ModalCalls(deployed_app()))
+        return
     calls = ModalCalls(load_modal_app())
     if args.command == "fetch":
         fetch(args.run, calls, args.into)

@@ -8,14 +8,16 @@ end, so that every caller (a single run, a sweep) handles runs the same way.
 
 import contextlib
 import importlib.util
+import json
 import os
 import sys
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
-from cats_model.cloud.remote import DATA_ENV, OUTPUT_ENV
-from cats_model.cloud.settings import Call
+from cats_model.cloud.remote import DATA_ENV, OUTPUT_ENV, RECORD_FILE
+from cats_model.cloud.settings import Call, load_settings
 from cats_model.errors import UserError
 from cats_model.paths import PROJECT_ROOT
 from cats_model.system import available_cpus, in_fresh_process
@@ -43,6 +45,21 @@ def load_modal_app(name: str = "modal_app"):
     return module
 
 
+def deployed_app() -> SimpleNamespace:
+    """The deployed app's functions and outputs volume, looked up by name (`modal deploy launch/modal_app.py`):
+    calls submitted to it belong to no client, so a closed terminal stops none of them."""
+    import modal
+
+    settings = load_settings()
+    functions = {
+        name: modal.Function.from_name(settings.app_name, name)
+        for name in ("train", "prepare_data", "read_run", "sweep_summary")
+    }
+    return SimpleNamespace(
+        app=None, outputs_volume=modal.Volume.from_name(settings.volume("outputs")[0]), **functions
+    )
+
+
 def follow(calls, call_id: str) -> dict:
     """The result of a train call, through the calls that continue its run after a timeout."""
     result = calls.result(call_id)
@@ -67,8 +84,17 @@ class ModalCalls:
 
     @contextlib.contextmanager
     def running(self):
-        """The app running: as it is inside `modal run`, or started here."""
+        """The app running: as it is inside `modal run`, started here, or deployed (looked up by name)."""
         import modal
+
+        if self.modal_app.app is None:
+            try:
+                yield
+            except modal.exception.NotFoundError as err:
+                raise UserError(
+                    f"{err}: deploy the app once with `modal deploy launch/modal_app.py` (and again after a change)"
+                ) from err
+            return
 
         # Modal hydrates an app's functions while it runs (runner.py::_run_app) and unhydrates them after.
         if self.modal_app.train._is_hydrated:
@@ -85,9 +111,40 @@ class ModalCalls:
         return self.modal_app.prepare_data.remote()
 
     def submit(self, overrides: list[str], run_name: str, call: Call) -> str:
+        """The call that trains `run_name`: the one already training it, if any, so that a run submitted again
+        while it runs (a sweep or `run_name=NAME` run again) is followed instead of trained twice at once."""
+        if running := self.running_call(run_name):
+            print(
+                f"run {run_name} is still training on Modal in call {running}: following that call",
+                flush=True,
+            )
+            return running
+        return self.spawn(overrides, run_name, call)
+
+    def spawn(self, overrides: list[str], run_name: str, call: Call) -> str:
         # with_options: this call's GPU, timeout and, in a sweep, max_containers (modal/_functions.py::with_options).
         train = self.modal_app.train.with_options(**call.options())
         return train.spawn(overrides, run_name, call.to_dict()).object_id
+
+    def running_call(self, run_name: str) -> str | None:
+        """The id of the call training `run_name` now, from the run's record on the outputs volume (read from here,
+        no container) and the call's state on Modal."""
+        import modal
+
+        try:
+            data = b"".join(self.modal_app.outputs_volume.read_file(f"runs/{run_name}/{RECORD_FILE}"))
+            record = json.loads(data)
+        except (FileNotFoundError, modal.exception.NotFoundError, ValueError):
+            return None
+        if record.get("status") != "running" or not record.get("call_id"):
+            return None
+        try:
+            modal.FunctionCall.from_id(record["call_id"]).get(timeout=0)
+        except TimeoutError:  # the builtin: a poll that ended with the call still running
+            return record["call_id"]
+        except Exception:  # it ended without finishing the run (crashed, expired, stopped): train it anew
+            return None
+        return None
 
     def result(self, call_id: str) -> dict:
         """Waits for the call in polls of RESULT_POLL_S: waiting with no timeout, Modal would never notice a result

@@ -9,6 +9,7 @@ import json
 import os
 import re
 import secrets
+import signal
 import subprocess
 import sys
 import threading
@@ -27,8 +28,16 @@ from cats_model.errors import UserError
 DATA_ENV, OUTPUT_ENV = "CATS_MODEL_DATA_DIR", "CATS_MODEL_OUTPUT_DIR"
 USER_ERROR_EXIT = 2  # what `python -m cats_model.train` exits with on a UserError
 RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
-RECORD_FILE = "launch.json"  # a run's calls on the volume: overrides, GPU, status, container seconds
+RECORD_FILE = (
+    "launch.json"  # a run's latest call on the volume: its id, overrides, GPU, status, container seconds
+)
+HANDOVER_DIR = "calls"  # calls/<call id>.json: the call that continues this one, written once by this one
 HYDRA_HINT = "Set the environment variable HYDRA_FULL_ERROR=1"
+# A training process stopped by SIGTERM (a preemption, or the container being stopped): killed by it, or exiting
+# with 128 + 15 where its handler turns it into an exit code.
+SIGTERM_EXITS = (-signal.SIGTERM, 128 + signal.SIGTERM)
+# The cgroup's count of processes the kernel killed for memory (cgroup v2); tests point it at a file of theirs.
+MEMORY_EVENTS = Path(os.environ.get("CATS_MODEL_MEMORY_EVENTS", "/sys/fs/cgroup/memory.events"))
 
 
 def data_dir() -> Path:
@@ -74,6 +83,7 @@ def train(
     commit: Callable[[], None] | None = None,
     commit_interval: float = 15.0,
     continue_run: Callable[[list[str], str, Call], str] | None = None,
+    call_id: str | None = None,
 ) -> dict:
     """Run `python -m cats_model.train` on the run's folder (resuming it) and return its metrics.
 
@@ -92,25 +102,59 @@ def train(
         compose_train_config(single_run(overrides))
     except UserError as err:
         return {"run_name": run_name, "error": str(err)}
+    if call_id and (handed_to := _handed_over(directory, call_id)):
+        # A retry of a call that already submitted its continuation (preempted in between): never train beside it.
+        return {
+            "run_name": run_name,
+            "run_dir": str(directory),
+            "calls": call.segment,
+            "continued_in": handed_to,
+        }
     command = training_command(overrides, run_name, directory, call, started)
     env = {**os.environ, DATA_ENV: str(data_dir()), OUTPUT_ENV: str(output_dir()), "PYTHONUNBUFFERED": "1"}
-    record = {"run_name": run_name, "overrides": overrides, **call.to_dict()}
+    record = {"run_name": run_name, "call_id": call_id, "overrides": overrides, **call.to_dict()}
+    atomic_write_text(directory / RECORD_FILE, json.dumps({**record, "status": "running"}, indent=2))
+    if commit:
+        commit()  # a second submission of this run finds this call and follows it
     with CheckpointCommitter(directory / "checkpoints", commit, commit_interval):
-        atomic_write_text(directory / RECORD_FILE, json.dumps({**record, "status": "running"}, indent=2))
+        oom_kills = _oom_kills()
         returncode, cause = _run_streaming(command, env)
         seconds = time.time() - started
-        status, result = _outcome(returncode, cause, directory, call, seconds)
+        status, result = _outcome(returncode, cause, directory, call, seconds, _oom_kills() > oom_kills)
         result = {"run_name": run_name, "run_dir": str(directory), **result}
         record.update(status=status, container_s=result["container_s"], error=result.get("error"))
         atomic_write_text(directory / RECORD_FILE, json.dumps(record, indent=2) + "\n")
     # Committed: the call that continues the run starts from this one's last.ckpt.
-    if status == "crashed":
-        raise RuntimeError(
-            f"training of run {run_name} failed (exit code {returncode}; its last line: {cause})"
-        )
+    if status in ("crashed", "preempted"):  # raised: Modal retries the call, which resumes from last.ckpt
+        raise RuntimeError(f"training of run {run_name} {result['error']}")
     if status == "continued":
         result["continued_in"] = continue_run(overrides, run_name, call.next(seconds))
+        if call_id:
+            atomic_write_text(
+                directory / HANDOVER_DIR / f"{call_id}.json",
+                json.dumps({"continued_in": result["continued_in"]}),
+            )
+            if commit:
+                commit()
     return result
+
+
+def _handed_over(directory: Path, call_id: str) -> str | None:
+    """The call that `call_id` already submitted to continue the run, if it did."""
+    handover = directory / HANDOVER_DIR / f"{call_id}.json"
+    return json.loads(handover.read_text())["continued_in"] if handover.is_file() else None
+
+
+def _oom_kills() -> int:
+    """How many processes the kernel has killed in this container for want of memory (0 where unknown)."""
+    try:
+        for line in MEMORY_EVENTS.read_text().splitlines():
+            name, _, count = line.partition(" ")
+            if name == "oom_kill":
+                return int(count)
+    except (OSError, ValueError):
+        pass
+    return 0
 
 
 def training_command(
@@ -138,7 +182,9 @@ def training_command(
     ]  # fmt: skip
 
 
-def _outcome(returncode: int, cause: str, directory: Path, call: Call, seconds: float) -> tuple[str, dict]:
+def _outcome(
+    returncode: int, cause: str, directory: Path, call: Call, seconds: float, out_of_memory: bool = False
+) -> tuple[str, dict]:
     """(status, result) of a training process that exited with `returncode`."""
     spent = round(call.spent_s + seconds, 2)
     base = {"gpu": call.gpu, "calls": call.segment, "container_s": spent}
@@ -147,6 +193,16 @@ def _outcome(returncode: int, cause: str, directory: Path, call: Call, seconds: 
         return "completed", {**metrics, **base}
     if returncode == USER_ERROR_EXIT:
         return "failed", {**base, "error": cause}
+    if returncode in SIGTERM_EXITS:
+        return "preempted", {**base, "error": "was stopped by SIGTERM (a preemption?); the retry resumes it"}
+    if returncode == -signal.SIGKILL and out_of_memory:
+        memory = load_settings().train["memory"]
+        error = (
+            f"training of run {directory.name} was killed by the system: out of memory (the container has "
+            f"{memory} MiB, train.memory in modal.yml); raise train.memory, or lower data.batch_size or "
+            "data.num_workers"
+        )
+        return "failed", {**base, "error": error}  # the same on every attempt: never retried
     if returncode == CONTINUE_EXIT:
         ceiling = load_settings().train["max_hours"]
         if spent < ceiling * 3600:
@@ -156,7 +212,7 @@ def _outcome(returncode: int, cause: str, directory: Path, call: Call, seconds: 
             f"modal.yml); continue it with the same overrides and run_name={directory.name}"
         )
         return "stopped", {**base, "error": error}
-    return "crashed", {**base, "error": cause}
+    return "crashed", {**base, "error": f"failed (exit code {returncode}; its last line: {cause})"}
 
 
 def bench(argv: list[str], commit: Callable[[], None] | None) -> dict:
