@@ -110,3 +110,31 @@ def test_a_port_in_use_is_one_line_with_a_port_hint(model, capsys):
         f"error: port {port} on 127.0.0.1 is already in use (another server?): stop it, or choose another with "
         "--port N\n"
     )
+
+
+def test_an_opt_in_token_keeps_out_who_does_not_send_it(model, monkeypatch):
+    from fastapi.testclient import TestClient
+
+    from cats_model.inference import load_model
+    from cats_model.serve.app import create_app
+    from cats_model.serve.token import TOKEN_ENV
+
+    token = "correct-horse-battery-staple"
+    monkeypatch.setenv(TOKEN_ENV, "short")
+    with pytest.raises(UserError, match=f"{TOKEN_ENV} holds 5 characters: use 16 or more"):
+        create_app(load_model(model))
+    monkeypatch.setenv(TOKEN_ENV, token)
+    photo = [("file", ("a.png", png(40, 30)))]
+    with TestClient(create_app(load_model(model))) as client:
+        assert client.get("/health").status_code == 200  # open: says nothing about the model
+        for answer in (client.get("/model"), client.get("/"), client.post("/predict", files=photo),
+                       client.get("/model", headers={"Authorization": "Bearer wrong-token-of-some-length"})):  # fmt: skip
+            assert answer.status_code == 401 and answer.json()["error"].startswith(
+                "this server needs its token"
+            )
+        bearer = {"Authorization": f"Bearer {token}"}
+        assert client.post("/predict", files=photo, headers=bearer).status_code == 200
+        opened = client.get(f"/?token={token}", follow_redirects=False)  # a browser, once
+        assert opened.status_code == 303 and opened.headers["location"] == "/"
+        assert client.get("/").text.startswith("<!doctype html>")  # the cookie it set opens the page
+        assert client.post("/predict", files=photo).status_code == 200  # and the page's requests

@@ -5,11 +5,13 @@ at `POST /predict`, `GET /model` and `GET /health`.
 """
 
 import argparse
+import os
 
 from cats_model.errors import UserError, exit_on_user_error
 from cats_model.inference import load_model
 from cats_model.serve.app import ServeOptions, create_app, model_threads
 from cats_model.serve.http import http_server, listening_socket
+from cats_model.serve.token import TOKEN_ENV
 
 DEFAULTS = ServeOptions()
 
@@ -71,7 +73,8 @@ def main(argv: list[str] | None = None) -> None:
         options = options_from(args)
         app = create_app(load_model(args.model, args.device, args.threads or model_threads()), options)
         listening = listening_socket(args.host, args.port)  # a port in use: one line, before "serving ... at"
-    print(f"serving {args.model} at http://{args.host}:{args.port}/", flush=True)
+    needs = f" (send the token of {TOKEN_ENV})" if os.environ.get(TOKEN_ENV) else ""
+    print(f"serving {args.model} at http://{args.host}:{args.port}/{needs}", flush=True)
     http_server(app, options.idle_timeout_s).run(sockets=[listening])
 
 

@@ -31,6 +31,7 @@ from cats_model.serve import PAGE_DIR
 from cats_model.serve.batcher import Batcher
 from cats_model.serve.body_limit import BodyLimit
 from cats_model.serve.memory import return_large_blocks_when_freed
+from cats_model.serve.token import TokenCheck, configured_token
 from cats_model.system import available_cpus
 from cats_model.validation import Range
 
@@ -87,8 +88,11 @@ def known_metrics(model: Model) -> dict | None:
     return {key: guard[key] for key in ("accuracy_fp32", "accuracy_int8", "agreement")} if guard else None
 
 
-def create_app(model: Model, options: ServeOptions = ServeOptions()) -> FastAPI:
+def create_app(model: Model, options: ServeOptions = ServeOptions(), token: str | None = None) -> FastAPI:
+    """The app over `model`; with a `token` (by default CATS_MODEL_SERVE_TOKEN's, if set), only for those who
+    send it (cats_model.serve.token)."""
     return_large_blocks_when_freed()
+    token = token or configured_token()
     batcher = Batcher(
         lambda images: list(model.probabilities(torch.stack(images))),
         options.max_batch_size,
@@ -107,6 +111,8 @@ def create_app(model: Model, options: ServeOptions = ServeOptions()) -> FastAPI:
     app = FastAPI(title="tiny-cats-model", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.add_middleware(BodyLimit, max_bytes=int(options.max_megabytes * 2**20), idle_s=options.idle_timeout_s)
     app.mount("/page", StaticFiles(directory=PAGE_DIR), name="page")
+    if token:
+        app.add_middleware(TokenCheck, token=token)  # added last: checked first, before any body is read
 
     @app.exception_handler(HTTPException)
     async def one_sentence(request: Request, err: HTTPException) -> JSONResponse:
