@@ -138,3 +138,19 @@ def test_an_opt_in_token_keeps_out_who_does_not_send_it(model, monkeypatch):
         assert opened.status_code == 303 and opened.headers["location"] == "/"
         assert client.get("/").text.startswith("<!doctype html>")  # the cookie it set opens the page
         assert client.post("/predict", files=photo).status_code == 200  # and the page's requests
+
+
+def test_sigterm_stops_the_server_while_a_request_is_still_arriving(model):
+    import signal
+
+    with serving(model, "--idle-timeout-s", "3600") as (url, process):
+        host, port = url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=60) as slow:
+            slow.sendall(
+                b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+                b"Content-Length: 1000\r\n\r\n--b\r\n"
+            )
+            httpx.get(f"{url}/health")  # the slow request is under way
+            process.send_signal(signal.SIGTERM)
+            # It gave the request its grace period, then stopped (uvicorn ends by re-raising the signal).
+            assert process.wait(timeout=120) in (0, -signal.SIGTERM)

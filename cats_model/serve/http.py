@@ -16,6 +16,7 @@ from cats_model.errors import UserError
 from cats_model.serve.body_limit import MAX_HEAD_BYTES
 
 KEEP_ALIVE_S = 5  # an idle connection between requests is closed after this
+SHUTDOWN_S = 10  # on SIGTERM, requests under way get this long to finish
 
 
 def listening_socket(host: str, port: int) -> socket.socket:
@@ -71,6 +72,7 @@ def http_server(app, idle_timeout_s: float) -> uvicorn.Server:
         http=with_head_deadline(idle_timeout_s),
         h11_max_incomplete_event_size=MAX_HEAD_BYTES,  # a head sent in pieces: h11 stops buffering it (400)
         timeout_keep_alive=KEEP_ALIVE_S,
+        timeout_graceful_shutdown=SHUTDOWN_S,  # SIGTERM stops the server even while requests are still open
         log_level="warning",
     )
     return uvicorn.Server(config)
