@@ -151,7 +151,10 @@ def create_app(model: Model, options: ServeOptions = ServeOptions(), token: str 
             k = requested_top_k(request.query_params.get("top_k") or form.get("top_k"), options.top_k)
             names = [file.filename or f"file {i + 1}" for i, file in enumerate(files)]
             images = [await file.read() for file in files]
-            refuse_over_pixel_budget(images, decode_side(model.info), options.max_megapixels)
+            # In a thread: reading headers is quick, but a crafted one could still hold up the event loop.
+            await run_in_threadpool(
+                refuse_over_pixel_budget, images, decode_side(model.info), options.max_megapixels
+            )
 
             async def classify(data: bytes, name: str):
                 with batcher.coming():  # a batch that starts meanwhile waits for this image (briefly)
