@@ -1,5 +1,6 @@
 """Callbacks and plugins of every run: checkpoints that stay consistent with their run folder, throughput."""
 
+import errno
 import logging
 import os
 import shutil
@@ -12,8 +13,10 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from cats_model.atomic import atomic_path
+from cats_model.errors import UserError
 
 log = logging.getLogger(__name__)
+NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # disk full, quota reached, file size limit
 
 
 def synced_now(device: torch.device) -> float:
@@ -70,8 +73,26 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint, path, storage_options=None):
         if "://" in str(path):  # remote filesystems (s3://, gs://) have their own semantics
             return super().save_checkpoint(checkpoint, path, storage_options)
-        with atomic_path(path) as tmp:
-            torch.save(checkpoint, tmp)
+        try:
+            # Through a Python file: a full disk is an OSError with its errno (given a path, torch.save says only
+            # "unexpected pos").
+            with atomic_path(path) as tmp, open(tmp, "wb") as file:
+                torch.save(checkpoint, file)
+        except (OSError, RuntimeError) as err:
+            full = no_room(err)
+            if full is None:
+                raise
+            raise UserError(
+                f"no room to write {path} ({full.strerror}): the checkpoints written before are intact; free some "
+                "space, then run the same command again to resume"
+            ) from err
+
+
+def no_room(err: BaseException | None) -> OSError | None:
+    """The OSError of a full disk behind `err` (torch's zip writer raises its own error while handling it)."""
+    while err is not None and not (isinstance(err, OSError) and err.errno in NO_ROOM):
+        err = err.__cause__ or err.__context__
+    return err
 
 
 def previous_checkpoint(path: str | Path) -> Path:

@@ -2,9 +2,14 @@
 
 import contextlib
 import os
+import signal
 import sys
 
 from hydra.errors import CompactHydraException
+
+# A training stopped by SIGTERM (timeout, docker stop, systemd, Slurm, Modal's preemption): what a shell reports
+# for a process killed by that signal, so that `train && export` stops there and a caller can tell it apart.
+SIGTERM_EXIT = 128 + signal.SIGTERM  # 143
 
 
 class UserError(CompactHydraException):

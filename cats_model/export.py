@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cats_model.atomic import atomic_path, atomic_write_text
+from cats_model.atomic import atomic_path
 from cats_model.errors import UserError, exit_on_user_error
 from cats_model.inference import (
     ONNX_INPUT,
@@ -43,10 +43,19 @@ def preprocessing(model: TorchModel) -> dict:
 
 
 def check_out(out: Path) -> Path:
+    """`out`, once a file could be written beside it: a folder that cannot take it fails before the export."""
     if out.suffix.lower() != ".onnx":
         raise UserError(f"--out {out}: name a .onnx file (its .json is written beside it)")
     if out.is_dir() or sidecar_path(out).is_dir():
         raise UserError(f"--out {out}: a folder is in the way; name a .onnx file to write")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out.parent):
+            pass
+    except OSError as err:
+        raise UserError(
+            f"--out {out}: cannot write in {out.parent} ({err.strerror}): choose another folder"
+        ) from None
     return out
 
 
@@ -100,11 +109,13 @@ def export(checkpoint: str, out: str | Path, opset: int = 18, int8: Int8Options 
         if int8 is not None:
             fp32, written = written, Path(work) / "int8.onnx"
             sidecar["int8"] = quantize(model, fp32, written, sets, int8)
-        with atomic_path(out) as tmp:
-            shutil.copyfile(written, tmp)
         # The sidecar names the model file it describes: a stale one beside a newer model is refused on load.
-        sidecar.update(sha256=file_sha256(out), bytes=out.stat().st_size)
-        atomic_write_text(sidecar_path(out), json.dumps(sidecar, indent=2) + "\n")
+        sidecar.update(sha256=file_sha256(written), bytes=written.stat().st_size)
+        # Both written whole beside their targets first, then renamed, the sidecar first: a failed write (a full
+        # disk) leaves the previous pair as it was.
+        with atomic_path(out) as model_tmp, atomic_path(sidecar_path(out)) as sidecar_tmp:
+            shutil.copyfile(written, model_tmp)
+            sidecar_tmp.write_text(json.dumps(sidecar, indent=2) + "\n")
     return sidecar
 
 

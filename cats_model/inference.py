@@ -108,7 +108,8 @@ class TorchModel:
 
     def probabilities(self, images: torch.Tensor) -> np.ndarray:
         with torch.inference_mode():
-            return self.module(images.to(self.device)).float().softmax(dim=1).cpu().numpy()
+            logits = self.module(images.to(self.device)).float()
+        return checked_output(self, len(images), logits.softmax(dim=1).cpu().numpy())
 
 
 class OnnxModel:
@@ -137,7 +138,43 @@ class OnnxModel:
 
     def probabilities(self, images: torch.Tensor) -> np.ndarray:
         (logits,) = self.session.run([ONNX_OUTPUT], {ONNX_INPUT: images.numpy()})
-        return softmax(logits)
+        return softmax(checked_output(self, len(images), logits))
+
+
+def checked_output(model: Model, images: int, output: np.ndarray) -> np.ndarray:
+    """`output` if it holds one row per image, one finite value per class name; a UserError otherwise (a model
+    that disagrees with its sidecar would give wrong labels, an IndexError, or NaN that is not JSON)."""
+    expected = (images, len(model.info.class_names))
+    if output.shape != expected:
+        raise UserError(
+            f"{model.path} gives an output of shape {tuple(output.shape)} for {images} images, not {expected} (one "
+            "row per image, one value per class name): it does not match its class names; export it again"
+        )
+    if not np.isfinite(output).all():
+        raise UserError(
+            f"{model.path} gives values that are not finite (NaN or infinity): retrain or re-export it"
+        )
+    return output
+
+
+PROBE_IMAGES = 2  # a batch of two: a model that gives one row for any batch shows itself
+
+
+def probed(model: Model) -> Model:
+    """`model`, once it has answered a probe batch as its class names and image size say it should."""
+    size = model.info.image_size
+    images = torch.randn(PROBE_IMAGES, 3, size, size, generator=torch.Generator().manual_seed(0))
+    try:
+        model.probabilities(images)
+    except UserError:
+        raise
+    except Exception as err:  # e.g. onnxruntime's refusal of an input size the graph does not take
+        raise UserError(
+            f"{model.path} fails on a batch of {PROBE_IMAGES} images of {size}x{size}, the size its "
+            f"{'sidecar' if model.kind != 'checkpoint' else 'checkpoint'} gives "
+            f"({' '.join(str(err).split())[:300]}): export it again"
+        ) from err
+    return model
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -196,7 +233,7 @@ def resolve_device(name: str | None) -> torch.device:
 
 
 def load_model(path: str | Path, device: str | None = None, threads: int | None = None) -> Model:
-    """A checkpoint (`.ckpt`, on `device`) or an exported `.onnx` with its sidecar (on the CPU).
+    """A checkpoint (`.ckpt`, on `device`) or an exported `.onnx` with its sidecar (on the CPU), probed once.
 
     CPU work uses `threads` threads, by default the CPUs this process may use: PyTorch alone would count the
     host's cores, too many in a container with a CPU quota (PyTorch's setting is process-wide)."""
@@ -206,9 +243,9 @@ def load_model(path: str | Path, device: str | None = None, threads: int | None 
             raise UserError(
                 f"--device {printable(device)}: ONNX models run on the CPU here; use a checkpoint for a GPU"
             )
-        return OnnxModel.from_export(path, threads)
+        return probed(OnnxModel.from_export(path, threads))
     torch.set_num_threads(threads)
-    return TorchModel(path, resolve_device(device))
+    return probed(TorchModel(path, resolve_device(device)))
 
 
 def describe(model: Model) -> dict:
@@ -221,9 +258,14 @@ def _transform(info: ModelInfo):
     return eval_transform(info.image_size, info.mean, info.std)
 
 
+def decode_side(info: ModelInfo) -> int:
+    """The shorter side a JPEG is decoded at, at least (at reduced scale when larger): twice the model's input."""
+    return 2 * info.image_size
+
+
 def read_image(source: str | Path | BinaryIO, info: ModelInfo) -> torch.Tensor:
     """Decode (upright RGB, JPEGs at reduced scale) and prepare one image: (3, size, size), normalised."""
-    return _transform(info)(load_rgb(source, min_side=2 * info.image_size))
+    return _transform(info)(load_rgb(source, min_side=decode_side(info)))
 
 
 def image_error(err: Exception) -> str:

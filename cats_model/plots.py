@@ -26,8 +26,9 @@ def confusion_matrix_png(path: Path, class_names: list[str], confusion: list[lis
     n = len(class_names)
     figure, axes = plt.subplots(figsize=(2 + 0.55 * n, 1.5 + 0.5 * n))
     image = axes.imshow(confusion, cmap="Blues")
-    axes.set_xticks(range(n), class_names, rotation=60, ha="right")
-    axes.set_yticks(range(n), class_names)
+    # Names are text, never mathtext: a folder named `$\foo{$ tabby` would make matplotlib raise.
+    axes.set_xticks(range(n), class_names, rotation=60, ha="right", parse_math=False)
+    axes.set_yticks(range(n), class_names, parse_math=False)
     axes.set_xlabel("predicted")
     axes.set_ylabel("true")
     axes.set_title("test confusion matrix")

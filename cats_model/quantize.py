@@ -19,6 +19,7 @@ import numpy as np
 from cats_model.data.images import image_files, list_images
 from cats_model.errors import UserError
 from cats_model.inference import ONNX_INPUT, ModelInfo, OnnxModel, TorchModel, printable, read_images
+from cats_model.stored_data import stored_datamodule
 
 CALIBRATION_BATCH = 16
 EVAL_BATCH = 64
@@ -52,20 +53,15 @@ class GuardSets:
 
 
 def run_splits(model: TorchModel):
-    """The splits of the dataset the checkpoint was trained on, and where that dataset lives."""
-    from hydra.utils import instantiate
-    from omegaconf import OmegaConf
-
-    import cats_model.paths  # noqa: F401  (registers the resolvers the config uses)
-
+    """The splits of the dataset the checkpoint was trained on, and where that dataset lives. The run folder's
+    config is read as data (cats_model.stored_data): nothing it names is called, nothing is downloaded."""
     config = model.path.resolve().parent.parent / ".hydra" / "config.yaml"
     if not config.is_file():
         raise UserError(
             f"{model.path} is not inside a run folder with .hydra/config.yaml, so its dataset is unknown: "
             "give --calibration DIR and --eval DIR"
         )
-    datamodule = instantiate(OmegaConf.load(config).data, _convert_="all")
-    datamodule.prepare_data()
+    datamodule = stored_datamodule(config)
     datamodule.setup()
     splits = datamodule.splits
     if tuple(splits.classes) != model.info.class_names:
@@ -171,7 +167,12 @@ def quantize(
 ) -> dict:
     """Write the int8 model of `fp32_path` (exported from `model`) to `int8_path`, or refuse: the guard's report."""
     calibration = Calibration(list(sets.calibration), model.info)
-    quantize_onnx(fp32_path, int8_path, calibration)
+    try:
+        quantize_onnx(fp32_path, int8_path, calibration)
+    except Exception:
+        if calibration.used:
+            raise
+        # else onnxruntime's own words for it, "No data is collected", in a traceback: said below in a line
     if calibration.used == 0:
         raise UserError(f"none of the calibration images in {sets.calibration_source} could be read")
     report = compare(OnnxModel(fp32_path, model.info), OnnxModel(int8_path, model.info), sets.labelled)

@@ -7,6 +7,7 @@ import logging
 import os
 import shutil
 import socket
+import stat
 import time
 from pathlib import Path
 
@@ -35,6 +36,24 @@ def _try_lock(file) -> bool:
     return True
 
 
+def _open_lock(path: Path):
+    """The lock file, created if absent, opened to read and write; never through a symbolic link (the pid and
+    host would overwrite whatever it names) and never anything but a regular file: one line instead."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    except OSError as err:  # ELOOP: a symbolic link; EISDIR: a folder
+        raise UserError(
+            f"{path} is {'a symbolic link' if path.is_symlink() else 'not a regular file'} ({err.strerror}): it "
+            "should be this project's lock file; remove it, then run again"
+        ) from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):  # a FIFO or a device
+        os.close(fd)
+        raise UserError(
+            f"{path} is not a regular file: it should be this project's lock file; remove it, then run again"
+        )
+    return os.fdopen(fd, "r+")
+
+
 @contextlib.contextmanager
 def hold(folder: Path):
     """Use `folder` alone while the block runs, or raise a UserError naming the process that uses it.
@@ -46,7 +65,7 @@ def hold(folder: Path):
         yield
         return
     folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / LOCK_FILE, "a+") as file:
+    with _open_lock(folder / LOCK_FILE) as file:
         try:
             locked = _try_lock(file)
         except OSError as err:  # a filesystem without locks
@@ -59,6 +78,7 @@ def hold(folder: Path):
                 f"{folder} is in use by another training ({holder}): wait for it to end, or train in another "
                 f"folder (run_name=... or hydra.run.dir=...)"
             )
+        file.seek(0)
         file.truncate(0)
         file.write(
             f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n"

@@ -3,6 +3,7 @@
 import contextlib
 import json
 import logging
+import sys
 import time
 from pathlib import Path
 
@@ -13,12 +14,13 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from cats_model.atomic import atomic_write_text
 from cats_model.callbacks import AtomicCheckpointIO, TrainSpeed
 from cats_model.console import print_config_tree
-from cats_model.errors import UserError, exit_on_user_error
+from cats_model.errors import SIGTERM_EXIT, UserError, exit_on_user_error
 from cats_model.instantiators import instantiate_callbacks, instantiate_loggers
 from cats_model.noise import resuming_quietly, silence_library_noise
 from cats_model.paths import CONFIG_DIR  # importing it registers the config resolvers
@@ -183,6 +185,22 @@ def out_of_memory_explained(cfg: DictConfig):
         ) from err
 
 
+@contextlib.contextmanager
+def stopped_by_sigterm():
+    """Lightning ends a training stopped by SIGTERM with a SystemExit without a code, read as success: make it a
+    line and SIGTERM_EXIT, so that what stopped it, and whatever runs next, can tell."""
+    try:
+        yield
+    except SIGTERMException:
+        print(
+            "error: training stopped by SIGTERM before it finished (no metrics.json): run the same command again "
+            "to continue from its last checkpoint",
+            file=sys.stderr,
+            flush=True,
+        )
+        sys.exit(SIGTERM_EXIT)
+
+
 # An absolute config path: the same configs whether run as `python -m cats_model.train` or called from
 # another module (the Modal entrypoint's sweeps).
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
@@ -191,10 +209,11 @@ def main(cfg: DictConfig) -> float | None:
     # job, reported by the launcher.
     hydra_cfg = HydraConfig.get()
     if hydra_cfg.mode == RunMode.MULTIRUN:
-        with out_of_memory_explained(cfg):
+        with stopped_by_sigterm(), out_of_memory_explained(cfg):
             metrics = train(cfg)
     else:
         with (
+            stopped_by_sigterm(),
             exit_on_user_error(),
             removed_if_failed_empty(hydra_cfg.runtime.output_dir, f"{hydra_cfg.job.name}.log"),
             out_of_memory_explained(cfg),

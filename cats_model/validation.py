@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from cats_model.data.synthetic import DOG_BREEDS
 from cats_model.errors import UserError
 from cats_model.paths import CONFIG_DIR
+from cats_model.system import available_cpus
 
 
 def check_values(cfg: DictConfig) -> None:
@@ -221,12 +222,14 @@ class CountOrFraction:
 POSITIVE, NON_NEGATIVE, UNIT = Range(0, open_low=True), Range(0), Range(0, 1)
 FRACTION = Range(0, 1, open_low=True, open_high=True)  # of the images: neither none nor all
 COUNT, AT_LEAST_ONE = Range(0, integer=True), Range(1, integer=True)
+WORKERS_PER_CPU = 4
 # The allowed values of every number a user can set, by config key; null stays allowed where the type allows it.
 RANGES = {
     "seed": Range(0, 2**32 - 1, integer=True),
     "data.image_size": Range(32, 2048, integer=True),  # 32: every backbone downsamples by 32
-    "data.batch_size": AT_LEAST_ONE,
-    "data.num_workers": COUNT,
+    "data.batch_size": Range(2, integer=True),  # batch norm cannot train on batches of one image
+    # Loader processes: a few per CPU at most (100000 would fork until the machine stalls).
+    "data.num_workers": Range(0, WORKERS_PER_CPU * available_cpus(), integer=True),
     "data.val_fraction": FRACTION,
     "data.test_fraction": FRACTION,
     "data.crop_scale": OrderedPair(Range(0, 1, open_low=True)),

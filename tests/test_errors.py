@@ -11,6 +11,7 @@ from cats_model.config import compose_train_config
 from cats_model.errors import UserError
 from cats_model.paths import CONFIG_DIR
 from cats_model.run_folder import remove_if_empty
+from cats_model.system import available_cpus
 from cats_model.train import train
 from cats_model.validation import RANGES
 
@@ -156,8 +157,9 @@ def error_before_any_data_is_read(tmp_path, override: str) -> str:
 @pytest.mark.parametrize(
     "override, expected",
     [
-        ("data.batch_size=0", "an integer >= 1"),
-        ("data.batch_size=-1", "an integer >= 1"),
+        ("data.batch_size=0", "an integer >= 2"),
+        ("data.batch_size=-1", "an integer >= 2"),
+        ("data.batch_size=1", "an integer >= 2"),  # batch norm cannot train on one image
         ("optimizer.lr=-1", "a number > 0"),
         ("optimizer.lr=.nan", "a number > 0"),
         ("optimizer.weight_decay=-1", "a number >= 0"),
@@ -165,7 +167,8 @@ def error_before_any_data_is_read(tmp_path, override: str) -> str:
         ("trainer.max_epochs=0", "an integer >= 1"),  # would test an untrained model
         ("data.image_size=0", "an integer in [32, 2048]"),
         ("data.image_size=7", "an integer in [32, 2048]"),
-        ("data.num_workers=-1", "an integer >= 0"),
+        ("data.num_workers=-1", f"an integer in [0, {4 * available_cpus()}]"),
+        ("data.num_workers=100000", f"an integer in [0, {4 * available_cpus()}]"),  # would fork without end
         ("data.val_fraction=1.5", "a number in (0, 1)"),
         ("data.crop_scale=[2.0,1.0]", "two numbers [low, high], each in (0, 1], low <= high"),
         ("data.crop_scale=[0.9,0.2]", "two numbers [low, high], each in (0, 1], low <= high"),
@@ -288,5 +291,5 @@ def test_every_number_in_the_configs_has_a_range():
 @pytest.mark.slow
 def test_a_value_out_of_range_on_the_command_line(tmp_path):
     result = run_cli(*SMOKE, "data.batch_size=0", f"hydra.run.dir={tmp_path}/run")
-    assert_one_line_error(result, "error: data.batch_size=0 is not a valid value: expected an integer >= 1")
+    assert_one_line_error(result, "error: data.batch_size=0 is not a valid value: expected an integer >= 2")
     assert not (tmp_path / "run" / "checkpoints").exists()

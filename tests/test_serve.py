@@ -246,7 +246,7 @@ def test_the_serve_bench_runs_both_sides_in_one_run(trained, tmp_path):
 def test_serve_refuses_bad_options_in_one_line(trained, capsys):
     from cats_model.serve.__main__ import main
 
-    for args, sentence in ((["--max-batch-size", "0"], "--max-batch-size must be positive"),
+    for args, sentence in ((["--max-batch-size", "0"], "--max-batch-size must be an integer in [1, 4096]"),
                            (["--port", "70000"], "--port must be 1 to 65535"),
                            (["--device", "meta"], "--device meta: only cpu and cuda")):  # fmt: skip
         with pytest.raises(SystemExit) as exit_info:

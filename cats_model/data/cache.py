@@ -17,15 +17,16 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from cats_model.atomic import atomic_path, atomic_write_text
-from cats_model.data.images import load_rgb
+from cats_model.data.images import centre_square, load_rgb
 from cats_model.data.transforms import EVAL_CROP_RATIO
 from cats_model.system import available_cpus
 
 log = logging.getLogger(__name__)
-CACHE_VERSION = 2  # part of the key: a cache of another layout is never reused
+CACHE_VERSION = (
+    3  # part of the key: a cache of another layout is never reused (3: squares cropped, then resized)
+)
 
 
 def cache_side(image_size: int) -> int:
@@ -34,12 +35,7 @@ def cache_side(image_size: int) -> int:
 
 
 def decode_square(path: str, side: int) -> np.ndarray:
-    image = load_rgb(path, min_side=side)
-    scale = side / min(image.size)
-    size = (max(side, round(image.width * scale)), max(side, round(image.height * scale)))
-    image = image.resize(size, Image.Resampling.BILINEAR, reducing_gap=3.0)
-    left, top = (size[0] - side) // 2, (size[1] - side) // 2
-    return np.asarray(image.crop((left, top, left + side, top + side)))
+    return np.asarray(centre_square(load_rgb(path, min_side=side), side))
 
 
 def cache_key(paths: list[str], side: int) -> str:

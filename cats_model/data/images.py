@@ -89,6 +89,25 @@ def load_rgb(source: str | os.PathLike | BinaryIO, min_side: int | None = None) 
         return image.convert("RGB")
 
 
+def pixels_to_decode(source: str | os.PathLike | BinaryIO, min_side: int) -> int:
+    """How many pixels `load_rgb(source, min_side)` decodes (a JPEG's reduced scale counted), from the header."""
+    with open_image(source) as image:
+        image.draft("RGB", (min_side, min_side))
+        return image.width * image.height
+
+
+def centre_square(image: Image.Image, side: int) -> Image.Image:
+    """The centred square of `image` (as long as its shorter side), resized to side x side.
+
+    Cropped before resizing, so the work is bounded by the output whatever the aspect ratio: resizing a 1x100000
+    image whole to a shorter side of 256 would make it 256x25.6M pixels (gigabytes, seconds). Training's cache,
+    `predict` and the server all prepare images through here."""
+    short = min(image.size)
+    left, top = (image.width - short) // 2, (image.height - short) // 2
+    box = (left, top, left + short, top + short)
+    return image.resize((side, side), Image.Resampling.BILINEAR, box=box, reducing_gap=3.0)
+
+
 def unreadable_reason(path: str) -> str | None:
     """Why `path` cannot be decoded (empty, truncated, not an image, a decompression bomb, not a regular
     file), or None."""

@@ -1,7 +1,11 @@
 """Image transforms: train augmentation and the eval pre-processing that predict and export reuse."""
 
+from functools import partial
+
 import torch
 from torchvision.transforms import v2
+
+from cats_model.data.images import centre_square
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -24,9 +28,12 @@ def train_transform(image_size: int, mean, std, crop_scale: tuple[float, float],
 
 
 def eval_transform(image_size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD):
+    """The centre square resized to image_size / 0.875, then its centre crop: the decoded cache's squares
+    (data/cache.py) cropped the same way, whatever the image's aspect ratio."""
+    side = round(image_size / EVAL_CROP_RATIO)
     return v2.Compose(
         [
-            v2.Resize(round(image_size / EVAL_CROP_RATIO), antialias=True),
+            partial(centre_square, side=side),  # a partial, not a lambda: loader workers may pickle it
             v2.CenterCrop(image_size),
             *_to_normalized_tensor(mean, std),
         ]

@@ -5,10 +5,13 @@ at `POST /predict`, `GET /model` and `GET /health`.
 """
 
 import argparse
+import os
 
 from cats_model.errors import UserError, exit_on_user_error
 from cats_model.inference import load_model
 from cats_model.serve.app import ServeOptions, create_app, model_threads
+from cats_model.serve.http import http_server, listening_socket
+from cats_model.serve.token import TOKEN_ENV
 
 DEFAULTS = ServeOptions()
 
@@ -36,29 +39,43 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--max-files", type=int, default=DEFAULTS.max_files, help="images per request")
     parser.add_argument("--max-megabytes", type=float, default=DEFAULTS.max_megabytes, help="MiB per request")
+    parser.add_argument(
+        "--max-megapixels", type=float, default=DEFAULTS.max_megapixels, help="decoded pixels per request"
+    )
+    parser.add_argument(
+        "--idle-timeout-s",
+        type=float,
+        default=DEFAULTS.idle_timeout_s,
+        help="drop a request whose head or body stops arriving for this long",
+    )
     return parser.parse_args(argv)
 
 
 def options_from(args: argparse.Namespace) -> ServeOptions:
-    for name in ("max_batch_size", "max_files", "max_megabytes", "threads"):
-        if getattr(args, name) is not None and getattr(args, name) <= 0:
-            raise UserError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
-    if args.max_wait_ms < 0:
-        raise UserError(f"--max-wait-ms must be 0 or more, got {args.max_wait_ms}")
+    """The options, each checked finite and in its range (ServeOptions checks its own)."""
+    if args.threads is not None and not 0 < args.threads <= 1024:
+        raise UserError(f"--threads must be 1 to 1024, got {args.threads}")
     if not 0 < args.port < 65536:
         raise UserError(f"--port must be 1 to 65535, got {args.port}")
-    return ServeOptions(args.max_batch_size, args.max_wait_ms, args.max_files, args.max_megabytes)
+    return ServeOptions(
+        args.max_batch_size,
+        args.max_wait_ms,
+        args.max_files,
+        args.max_megabytes,
+        args.max_megapixels,
+        idle_timeout_s=args.idle_timeout_s,
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
-    import uvicorn
-
     args = parse_args(argv)
     with exit_on_user_error(exit_code=1):
         options = options_from(args)
         app = create_app(load_model(args.model, args.device, args.threads or model_threads()), options)
-    print(f"serving {args.model} at http://{args.host}:{args.port}/", flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+        listening = listening_socket(args.host, args.port)  # a port in use: one line, before "serving ... at"
+    needs = f" (send the token of {TOKEN_ENV})" if os.environ.get(TOKEN_ENV) else ""
+    print(f"serving {args.model} at http://{args.host}:{args.port}/{needs}", flush=True)
+    http_server(app, options.idle_timeout_s).run(sockets=[listening])
 
 
 if __name__ == "__main__":

@@ -16,11 +16,24 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
-from cats_model.inference import Model, describe, image_error, read_image, sidecar_path, top_k
+from cats_model.data.images import pixels_to_decode
+from cats_model.errors import UserError
+from cats_model.inference import (
+    Model,
+    decode_side,
+    describe,
+    image_error,
+    read_image,
+    sidecar_path,
+    top_k,
+)
 from cats_model.serve import PAGE_DIR
 from cats_model.serve.batcher import Batcher
 from cats_model.serve.body_limit import BodyLimit
+from cats_model.serve.memory import return_large_blocks_when_freed
+from cats_model.serve.token import TokenCheck, configured_token
 from cats_model.system import available_cpus
+from cats_model.validation import Range
 
 RUN_METRICS = ("val/acc_best", "test/acc", "test/acc_macro", "test/f1", "epoch")
 
@@ -31,7 +44,28 @@ class ServeOptions:
     max_wait_ms: float = 2.0  # how long the first image of a batch waits for company
     max_files: int = 16  # per request
     max_megabytes: float = 20.0  # per request, read or not
+    max_megapixels: float = 100.0  # per request, decoded (any one image under Pillow's limit of 89 passes)
     top_k: int = 3  # when a request does not say
+    idle_timeout_s: float = 30.0  # a request whose head or body stops arriving for longer is dropped
+
+    def __post_init__(self):
+        for name, allowed in OPTION_RANGES.items():
+            value = getattr(self, name)
+            if value not in allowed:  # NaN and infinity too: a NaN wait would hang every batch
+                raise UserError(f"--{name.replace('_', '-')} must be {allowed}, got {value!r}")
+
+
+OPTION_RANGES = {
+    "max_batch_size": Range(1, 4096, integer=True),
+    "max_wait_ms": Range(0, 1000),
+    "max_files": Range(1, 1000, integer=True),
+    "max_megabytes": Range(0, 1024, open_low=True),
+    "max_megapixels": Range(0, 1000, open_low=True),
+    "top_k": Range(1, 1000, integer=True),
+    "idle_timeout_s": Range(0, 3600, open_low=True),
+}
+# Images decoded at once, across requests: decoding takes up to a few bytes per pixel (0.5 GiB for 89 Mpx).
+DECODERS = 2
 
 
 def model_threads() -> int:
@@ -54,13 +88,18 @@ def known_metrics(model: Model) -> dict | None:
     return {key: guard[key] for key in ("accuracy_fp32", "accuracy_int8", "agreement")} if guard else None
 
 
-def create_app(model: Model, options: ServeOptions = ServeOptions()) -> FastAPI:
+def create_app(model: Model, options: ServeOptions = ServeOptions(), token: str | None = None) -> FastAPI:
+    """The app over `model`; with a `token` (by default CATS_MODEL_SERVE_TOKEN's, if set), only for those who
+    send it (cats_model.serve.token)."""
+    return_large_blocks_when_freed()
+    token = token or configured_token()
     batcher = Batcher(
         lambda images: list(model.probabilities(torch.stack(images))),
         options.max_batch_size,
         options.max_wait_ms,
     )
     about = {**describe(model), "metrics": known_metrics(model), "limits": asdict(options)}
+    decoding = asyncio.Semaphore(DECODERS)
 
     @asynccontextmanager
     async def lifespan(app):
@@ -70,8 +109,10 @@ def create_app(model: Model, options: ServeOptions = ServeOptions()) -> FastAPI:
 
     # No /docs: its page loads scripts from a CDN, and this app fetches nothing from the internet.
     app = FastAPI(title="tiny-cats-model", lifespan=lifespan, docs_url=None, redoc_url=None)
-    app.add_middleware(BodyLimit, max_bytes=int(options.max_megabytes * 2**20))
+    app.add_middleware(BodyLimit, max_bytes=int(options.max_megabytes * 2**20), idle_s=options.idle_timeout_s)
     app.mount("/page", StaticFiles(directory=PAGE_DIR), name="page")
+    if token:
+        app.add_middleware(TokenCheck, token=token)  # added last: checked first, before any body is read
 
     @app.exception_handler(HTTPException)
     async def one_sentence(request: Request, err: HTTPException) -> JSONResponse:
@@ -109,13 +150,19 @@ def create_app(model: Model, options: ServeOptions = ServeOptions()) -> FastAPI:
                 )
             k = requested_top_k(request.query_params.get("top_k") or form.get("top_k"), options.top_k)
             names = [file.filename or f"file {i + 1}" for i, file in enumerate(files)]
+            images = [await file.read() for file in files]
+            # In a thread: reading headers is quick, but a crafted one could still hold up the event loop.
+            await run_in_threadpool(
+                refuse_over_pixel_budget, images, decode_side(model.info), options.max_megapixels
+            )
 
-            async def classify(file: UploadFile, name: str):
+            async def classify(data: bytes, name: str):
                 with batcher.coming():  # a batch that starts meanwhile waits for this image (briefly)
-                    image = await decode(file, name, model)
+                    async with decoding:
+                        image = await decode(data, name, model)
                 return await batcher(image)
 
-            probabilities = await asyncio.gather(*(classify(f, name) for f, name in zip(files, names)))
+            probabilities = await asyncio.gather(*(classify(d, name) for d, name in zip(images, names)))
         rows = top_k(np.stack(probabilities), model.info.class_names, k)
         return {
             "model": {key: about[key] for key in ("backbone", "kind", "file")},
@@ -126,8 +173,24 @@ def create_app(model: Model, options: ServeOptions = ServeOptions()) -> FastAPI:
     return app
 
 
-async def decode(file: UploadFile, name: str, model: Model) -> torch.Tensor:
-    data = await file.read()
+def refuse_over_pixel_budget(images: list[bytes], min_side: int, max_megapixels: float) -> None:
+    """A 413 when decoding the request's images would take more than its pixel budget, judged from their
+    headers; an image whose header cannot be read is left to decoding, which says what is wrong with it."""
+    pixels = 0
+    for data in images:
+        try:
+            pixels += pixels_to_decode(io.BytesIO(data), min_side)
+        except Exception:
+            continue
+    if pixels > max_megapixels * 1e6:
+        raise HTTPException(
+            413,
+            f"the images hold {pixels / 1e6:.0f} megapixels to decode; at most {max_megapixels:g} are allowed per "
+            "request: send fewer or smaller images",
+        )
+
+
+async def decode(data: bytes, name: str, model: Model) -> torch.Tensor:
     try:  # Pillow decodes without holding the GIL: other requests go on meanwhile
         return await run_in_threadpool(read_image, io.BytesIO(data), model.info)
     except Exception as err:

@@ -2,6 +2,7 @@
 
 import asyncio
 import contextlib
+import math
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -17,7 +18,7 @@ class Batcher:
     """
 
     def __init__(self, run_batch: Callable[[list], list], max_batch_size: int = 32, max_wait_ms: float = 2.0):
-        if max_batch_size < 1 or max_wait_ms < 0:
+        if max_batch_size < 1 or not 0 <= max_wait_ms < math.inf:  # a NaN wait would never end
             raise ValueError("max_batch_size must be 1 or more and max_wait_ms 0 or more")
         self.run_batch, self.max_batch_size, self.max_wait = run_batch, max_batch_size, max_wait_ms / 1000
         self.batches = self.images = 0  # what ran: the mean batch size is images / batches
@@ -74,6 +75,8 @@ class Batcher:
             self.batches, self.images = self.batches + 1, self.images + len(items)
             try:
                 results = await loop.run_in_executor(self._thread, self.run_batch, list(items))
+                if len(results) != len(items):  # zip would leave the callers past the end waiting forever
+                    raise RuntimeError(f"the model gave {len(results)} results for a batch of {len(items)}")
             except Exception as err:  # the callers get the error; the worker goes on with the next batch
                 for future in futures:
                     if not future.done():
