@@ -23,7 +23,7 @@ from cats_model.cloud.deadline import CONTINUE_EXIT
 from cats_model.cloud.overrides import check_not_fixed, key, single_run
 from cats_model.cloud.settings import Call, load_settings
 from cats_model.config import compose_train_config
-from cats_model.errors import UserError
+from cats_model.errors import SIGTERM_EXIT, UserError
 
 DATA_ENV, OUTPUT_ENV = "CATS_MODEL_DATA_DIR", "CATS_MODEL_OUTPUT_DIR"
 USER_ERROR_EXIT = 2  # what `python -m cats_model.train` exits with on a UserError
@@ -34,8 +34,8 @@ RECORD_FILE = (
 HANDOVER_DIR = "calls"  # calls/<call id>.json: the call that continues this one, written once by this one
 HYDRA_HINT = "Set the environment variable HYDRA_FULL_ERROR=1"
 # A training process stopped by SIGTERM (a preemption, or the container being stopped): killed by it, or exiting
-# with 128 + 15 where its handler turns it into an exit code.
-SIGTERM_EXITS = (-signal.SIGTERM, 128 + signal.SIGTERM)
+# with the code its handler gives.
+SIGTERM_EXITS = (-signal.SIGTERM, SIGTERM_EXIT)
 # The cgroup's count of processes the kernel killed for memory (cgroup v2); tests point it at a file of theirs.
 MEMORY_EVENTS = Path(os.environ.get("CATS_MODEL_MEMORY_EVENTS", "/sys/fs/cgroup/memory.events"))
 
