@@ -325,9 +325,10 @@ class ModalService(api_grpc.ModalClientBase):
         await stream.send_message(empty_pb2.Empty())
 
     async def AppGetLogs(self, stream):
-        request = await self.recv(stream)  # no logs are streamed: hold the poll as the server does
-        await asyncio.sleep(min(request.timeout or 1, 1))
-        await stream.send_message(api_pb2.TaskLogsBatch(entry_id="0"))
+        request = await self.recv(stream)  # no logs are streamed: hold the poll, then say whether the client is done
+        await asyncio.sleep(min(request.timeout or 1, 0.5))
+        done = self.apps[request.app_id].get("client_gone", False)
+        await stream.send_message(api_pb2.TaskLogsBatch(entry_id="0", app_done=done))
 
     async def AppPublish(self, stream):
         request = await self.recv(stream)
@@ -346,6 +347,7 @@ class ModalService(api_grpc.ModalClientBase):
     async def _client_gone(self, app_id: str) -> None:
         """An ephemeral app ends with its client; detached and deployed apps go on."""
         app = self.apps[app_id]
+        app["client_gone"] = True
         if app["state"] != "ephemeral":
             return
         app["state"] = "stopped"

@@ -373,6 +373,28 @@ def test_the_commit_watcher_survives_a_failed_commit_and_a_failed_final_commit_r
             time.sleep(0.05)
     assert len(commits) >= 3  # the failure, the retry, and the final commit
 
+
+def test_a_commit_that_keeps_failing_the_same_way_is_one_warning(tmp_path, capsys):
+    from cats_model.cloud.remote import CheckpointCommitter
+
+    commits = []
+
+    def blocked_commit():
+        commits.append("tried")
+        raise RuntimeError("there are open files preventing the operation: train.log")
+
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    committer = CheckpointCommitter(folder, blocked_commit, interval=0.02)
+    committer._thread.start()
+    for epoch in range(4):  # a new checkpoint each time, each commit refused alike
+        (folder / "last.ckpt").write_bytes(b"epoch %d" % epoch)
+        while len(commits) <= epoch:
+            time.sleep(0.01)
+    committer._stop.set()
+    committer._thread.join()
+    assert capsys.readouterr().err.count("warning: committing the outputs volume failed") == 1
+
     def broken_commit():
         raise OSError("the volume is gone")
 

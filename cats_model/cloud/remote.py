@@ -309,6 +309,7 @@ class CheckpointCommitter:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, daemon=True)
         self._seen = self._state()
+        self._warned: set[str] = set()
 
     def _state(self) -> frozenset:
         if not self.folder.is_dir():
@@ -331,7 +332,10 @@ class CheckpointCommitter:
             try:
                 self.commit()
             except Exception as err:  # the volume may refuse a commit for a while: try again next time
-                print(f"warning: committing the outputs volume failed ({err}); trying again", file=sys.stderr)
+                # Once per kind of failure: a commit's reload fails for as long as the run's logs are open.
+                if str(err) not in self._warned:
+                    self._warned.add(str(err))
+                    print(f"warning: committing the outputs volume failed ({err}); trying again", file=sys.stderr)
             else:
                 self._seen = state
 
