@@ -60,8 +60,8 @@ def _commit(volume: modal.Volume):
 
 
 @app.function(**PREPARE_DATA_OPTIONS)
-def prepare_data() -> dict:
-    return remote.prepare_data(commit=_commit(data_volume))
+def prepare_data(runs: list[list[str]]) -> dict:
+    return remote.prepare_data(runs, commit=_commit(data_volume))
 
 
 @app.function(**TRAIN_OPTIONS)

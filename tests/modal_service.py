@@ -87,6 +87,7 @@ class FunctionDef:
     definition: api_pb2.Function
     options: api_pb2.FunctionOptions = field(default_factory=api_pb2.FunctionOptions)
     base_id: str | None = None
+    data: api_pb2.FunctionData | None = None  # as created, for lookups by name
     running: int = 0
     waiting: list = field(default_factory=list)  # asyncio futures queued behind max_containers
 
@@ -148,7 +149,6 @@ class ModalService(api_grpc.ModalClientBase):
         self.functions: dict[str, FunctionDef] = {}
         self.classes: dict[str, dict] = {}
         self.images: dict[str, api_pb2.Image] = {}
-        self.volumes: dict[str, str] = {}  # volume id -> name
         self.calls: dict[str, Call] = {}
         self.scripts: dict[str, list[Attempt]] = {}
         self.requests: list[str] = []  # every RPC's name, in order
@@ -287,10 +287,17 @@ class ModalService(api_grpc.ModalClientBase):
     async def AppCreate(self, stream):
         request = await self.recv(stream)
         app_id = self._new_id("ap")
-        state = {api_pb2.APP_STATE_DETACHED: "detached"}.get(request.app_state, "ephemeral")
+        states = {api_pb2.APP_STATE_DETACHED: "detached", api_pb2.APP_STATE_EPHEMERAL: "ephemeral"}
+        state = states.get(request.app_state, "deploying")  # `modal deploy` creates its app INITIALIZING
         self.apps[app_id] = {"state": state, "description": request.description, "heartbeat": time.time()}
         await stream.send_message(
             api_pb2.AppCreateResponse(app_id=app_id, app_page_url=f"offline://{app_id}")
+        )
+
+    async def AppGetByDeploymentName(self, stream):
+        request = await self.recv(stream)
+        await stream.send_message(
+            api_pb2.AppGetByDeploymentNameResponse(app_id=self.deployed.get(request.name, ""))
         )
 
     async def AppGetOrCreate(self, stream):
@@ -325,7 +332,9 @@ class ModalService(api_grpc.ModalClientBase):
         await stream.send_message(empty_pb2.Empty())
 
     async def AppGetLogs(self, stream):
-        request = await self.recv(stream)  # no logs are streamed: hold the poll, then say whether the client is done
+        request = await self.recv(
+            stream
+        )  # no logs are streamed: hold the poll, then say whether the client is done
         await asyncio.sleep(min(request.timeout or 1, 0.5))
         done = self.apps[request.app_id].get("client_gone", False)
         await stream.send_message(api_pb2.TaskLogsBatch(entry_id="0", app_done=done))
@@ -409,8 +418,9 @@ class ModalService(api_grpc.ModalClientBase):
         )  # fmt: skip
         if not creating and not (self.root / "volumes" / name).is_dir():
             raise GRPCError(Status.NOT_FOUND, f"Volume '{name}' not found in environment 'main'")
-        volume_id = "vo-" + hashlib.sha256(name.encode()).hexdigest()[:12]
-        self.volumes[volume_id] = name
+        volume_id = (
+            "vo-" + name.encode().hex()
+        )  # stable per name, as on Modal: a client may keep an id it had
         self.volume_path(name)
         await stream.send_message(
             api_pb2.VolumeGetOrCreateResponse(volume_id=volume_id, version=api_pb2.VOLUME_FS_VERSION_V1)
@@ -455,7 +465,7 @@ class ModalService(api_grpc.ModalClientBase):
             data.method_definitions.update(definition.method_definitions)
             data.ranked_functions.append(api_pb2.FunctionData.RankedFunction(rank=0, function=definition))
         function_id = request.existing_function_id or self._new_id("fu")
-        function = FunctionDef(function_id, request.app_id, definition.function_name, definition)
+        function = FunctionDef(function_id, request.app_id, definition.function_name, definition, data=data)
         self.functions[function_id] = function
         await stream.send_message(
             api_pb2.FunctionCreateResponse(
@@ -494,7 +504,9 @@ class ModalService(api_grpc.ModalClientBase):
                             f"'{request.app_name}' app: app not found or not deployed")  # fmt: skip
         function = self.functions[function_id]
         await stream.send_message(
-            api_pb2.FunctionGetResponse(function_id=function_id, handle_metadata=self._handle(function))
+            api_pb2.FunctionGetResponse(
+                function_id=function_id, handle_metadata=self._handle(function), function=function.data
+            )
         )
 
     # -- calls ------------------------------------------------------------------------------------------------
@@ -690,7 +702,7 @@ class ModalService(api_grpc.ModalClientBase):
         for key in ("MODAL_TOKEN_ID", "MODAL_TOKEN_SECRET"):
             env.pop(key, None)  # ignored in containers, with a warning
         for mount in call.function.volume_mounts:
-            name = self.volumes[mount.volume_id]
+            name = _volume_name(mount.volume_id)
             view = folder / "volumes" / mount.mount_path.strip("/")
             container.base[name] = _snapshot_into(self.volume_path(name), view)
             container.mounts[mount.mount_path] = (name, view)
@@ -753,7 +765,7 @@ class ModalService(api_grpc.ModalClientBase):
         raise GRPCError(Status.FAILED_PRECONDITION, "commit() and reload() can only be called in a container")
 
     def _mount_of(self, container: Container, volume_id: str):
-        name = self.volumes[volume_id]
+        name = _volume_name(volume_id)
         for volume_name, view in container.mounts.values():
             if volume_name == name:
                 return name, view
@@ -803,7 +815,7 @@ class ModalService(api_grpc.ModalClientBase):
 
     async def VolumeListFiles(self, stream):
         request = await self.recv(stream)
-        root = self.volume_path(self.volumes[request.volume_id])
+        root = self.volume_path(_volume_name(request.volume_id))
         base = root / request.path.strip("/")
         if not base.exists():
             raise GRPCError(Status.NOT_FOUND, f"No such file or directory: {request.path}")
@@ -818,7 +830,7 @@ class ModalService(api_grpc.ModalClientBase):
 
     async def VolumeGetFile2(self, stream):
         request = await self.recv(stream)
-        name = self.volumes[request.volume_id]
+        name = _volume_name(request.volume_id)
         path = self.volume_path(name) / request.path.strip("/")
         if not path.is_file():
             raise GRPCError(Status.NOT_FOUND, f"No such file: {request.path}")
@@ -831,6 +843,10 @@ class ModalService(api_grpc.ModalClientBase):
     async def _serve_file(self, request: web.Request) -> web.Response:
         path = self.volume_path(request.match_info["volume"]) / request.match_info["path"]
         return web.Response(body=path.read_bytes())
+
+
+def _volume_name(volume_id: str) -> str:
+    return bytes.fromhex(volume_id.removeprefix("vo-")).decode()
 
 
 def _image_env(image: api_pb2.Image | None) -> dict[str, str]:

@@ -14,7 +14,7 @@ from helpers import APP_FILE, REMOTE_CPU
 from cats_model.cloud import entry
 from cats_model.cloud.calls import ModalCalls
 from cats_model.cloud.overrides import single_run, split_launch, split_run_name
-from cats_model.cloud.remote import fresh_run_name
+from cats_model.cloud.remote import fresh_run_name, needs_oxford_download
 from cats_model.cloud.settings import MODAL_YML, dependencies, load_settings, split_torch
 from cats_model.config import compose_train_config
 from cats_model.errors import UserError
@@ -313,7 +313,7 @@ def test_bench_local_writes_its_table_to_the_outputs_volume(modal_app, mounts):
 
 def test_only_runs_on_oxford_data_prepare_the_data_volume():
     def needs(*overrides):
-        return entry.needs_oxford_download(compose_train_config(list(overrides)))
+        return needs_oxford_download(compose_train_config(list(overrides)))
 
     assert needs() and needs("data=cat_vs_other")
     assert not needs("data=synthetic") and not needs("data=folder", "data.root=/photos")

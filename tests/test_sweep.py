@@ -115,6 +115,12 @@ def test_a_grid_sweep_through_modal_run_makes_one_call_per_job_on_its_gpu(
         ("L4", 8),
     ]
     assert service.requests.count("FunctionGetOutputs") >= 6
+    # The data and its decoded-image cache were made once, by prepare_data, before the jobs: they decode nothing.
+    [prepare] = service.calls_of("prepare_data")
+    assert list(service.volume_path("cats-model-data").rglob(".cache/*"))
+    for train in trains:
+        log = (train.container.folder / "log.txt").read_text()
+        assert "metrics written to" in log and "decoding" not in log
     # One training per call: one run each on the volume, no sweep of their own.
     runs = sorted((outputs / "runs").iterdir())
     assert len(runs) == 2 and all((run / "metrics.json").is_file() for run in runs)

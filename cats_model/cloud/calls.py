@@ -107,8 +107,8 @@ class ModalCalls:
             instead = f", or {self.without_modal}" if self.without_modal else ""
             raise UserError(f"Modal is not authenticated: run `modal token new` once{instead}") from err
 
-    def prepare_data(self) -> dict:
-        return self.modal_app.prepare_data.remote()
+    def prepare_data(self, runs: list[list[str]]) -> dict:
+        return self.modal_app.prepare_data.remote(runs)
 
     def submit(self, overrides: list[str], run_name: str, call: Call) -> str:
         """The call that trains `run_name`: the one already training it, if any, so that a run submitted again
@@ -200,8 +200,8 @@ class LocalCalls:
         with ThreadPoolExecutor(self.max_parallel) as self._pool:
             yield
 
-    def prepare_data(self) -> dict:
-        return in_fresh_process(call_locally, "prepare_data", (), self.env)
+    def prepare_data(self, runs: list[list[str]]) -> dict:
+        return in_fresh_process(call_locally, "prepare_data", (runs,), self.env)
 
     def submit(self, overrides: list[str], run_name: str, call: Call) -> str:
         # No Modal timeout here: a run never stops early.

@@ -8,14 +8,6 @@ from cats_model.config import compose_train_config
 from cats_model.errors import UserError, exit_on_user_error
 from cats_model.validation import check_values
 
-OXFORD_DATAMODULES = ("CatBreedsDataModule", "CatVsOtherDataModule")
-
-
-def needs_oxford_download(cfg) -> bool:
-    """Whether a composed config reads Oxford-IIIT Pet from the data volume (synthetic and folder data do not)."""
-    data = cfg.data
-    return data._target_.rsplit(".", 1)[-1] in OXFORD_DATAMODULES and data.get("synthetic") is None
-
 
 def run_single(args, calls) -> dict:
     """One run: composed here (a bad override fails in one line before any container starts), then one train
@@ -30,8 +22,7 @@ def run_single(args, calls) -> dict:
         overrides, _ = split_launch(overrides)
         run_name = run_name or fresh_run_name()
         with calls.running():
-            if needs_oxford_download(cfg):
-                calls.prepare_data()
+            calls.prepare_data([overrides])
             call_id = calls.submit(overrides, run_name, call)
             print(
                 f"run {run_name}: call {call_id} on {call.gpu}, timeout {call.timeout} s, "

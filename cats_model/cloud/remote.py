@@ -18,6 +18,8 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
+from omegaconf import OmegaConf
+
 from cats_model.atomic import atomic_write_text
 from cats_model.cloud.deadline import CONTINUE_EXIT
 from cats_model.cloud.overrides import check_not_fixed, key, single_run
@@ -27,6 +29,7 @@ from cats_model.errors import SIGTERM_EXIT, UserError
 
 DATA_ENV, OUTPUT_ENV = "CATS_MODEL_DATA_DIR", "CATS_MODEL_OUTPUT_DIR"
 USER_ERROR_EXIT = 2  # what `python -m cats_model.train` exits with on a UserError
+OXFORD_DATAMODULES = ("CatBreedsDataModule", "CatVsOtherDataModule")
 RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 RECORD_FILE = (
     "launch.json"  # a run's latest call on the volume: its id, overrides, GPU, status, container seconds
@@ -64,16 +67,43 @@ def run_dir(run_name: str) -> Path:
     return output_dir() / "runs" / run_name
 
 
-def prepare_data(commit: Callable[[], None] | None) -> dict:
-    """Download and verify Oxford-IIIT Pet into the data volume; a no-op when it is already complete."""
+def needs_oxford_download(cfg) -> bool:
+    """Whether a composed config reads Oxford-IIIT Pet from the data volume (synthetic and folder data do not)."""
+    data = cfg.data
+    return data._target_.rsplit(".", 1)[-1] in OXFORD_DATAMODULES and data.get("synthetic") is None
+
+
+def prepare_data(runs: list[list[str]], commit: Callable[[], None] | None) -> dict:
+    """The data of the runs about to start, made once on the data volume before any of them starts: Oxford-IIIT
+    Pet downloaded and verified (when a run reads it), then for each distinct data config the files generated or
+    listed and the decoded-image cache built. N jobs of a sweep then find it all ready instead of each decoding
+    the dataset on its GPU. A run whose data fails here is left to fail in its own call, with its own message."""
+    from hydra.utils import instantiate
+
     from cats_model.download import default_root, download, is_complete
 
+    configs = {}
+    for overrides in runs:
+        cfg = compose_train_config(single_run(overrides))
+        configs.setdefault(json.dumps(OmegaConf.to_container(cfg.data, resolve=True), sort_keys=True), cfg)
     root = default_root()  # <CATS_MODEL_DATA_DIR>/oxford-iiit-pet, where data=cat_breeds looks
-    if not is_complete(root):
+    if any(needs_oxford_download(cfg) for cfg in configs.values()) and not is_complete(root):
         download(root)
-        if commit:
-            commit()
-    return {"root": str(root)}
+    prepared = 0
+    for cfg in configs.values():
+        try:
+            datamodule = instantiate(cfg.data, _convert_="all")
+            datamodule.prepare_data()
+            datamodule.setup("fit")  # builds the decoded-image cache of the cached pipeline
+            prepared += 1
+        except Exception as err:
+            print(
+                f"warning: preparing data for a run failed ({err}); the run prepares it itself",
+                file=sys.stderr,
+            )
+    if commit:
+        commit()
+    return {"root": str(root), "prepared": prepared}
 
 
 def train(
@@ -335,7 +365,10 @@ class CheckpointCommitter:
                 # Once per kind of failure: a commit's reload fails for as long as the run's logs are open.
                 if str(err) not in self._warned:
                     self._warned.add(str(err))
-                    print(f"warning: committing the outputs volume failed ({err}); trying again", file=sys.stderr)
+                    print(
+                        f"warning: committing the outputs volume failed ({err}); trying again",
+                        file=sys.stderr,
+                    )
             else:
                 self._seen = state
 

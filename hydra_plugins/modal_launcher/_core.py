@@ -105,7 +105,6 @@ def run_train_calls(launcher, jobs: list[Job], sweep_dir: Path) -> tuple[list[Jo
     folder is not run again.
     """
     from cats_model.cloud.calls import LocalCalls, ModalCalls, follow, load_modal_app
-    from cats_model.cloud.entry import needs_oxford_download
     from cats_model.cloud.overrides import check_not_fixed, split_launch
     from cats_model.cloud.settings import load_settings
     from cats_model.validation import check_values
@@ -141,8 +140,7 @@ def run_train_calls(launcher, jobs: list[Job], sweep_dir: Path) -> tuple[list[Jo
         )
     if todo:
         with calls.running():
-            if any(needs_oxford_download(job.config) for job in todo):
-                calls.prepare_data()
+            calls.prepare_data([plans[job.idx][0] for job in todo])  # made once, before any job starts
             ids = {}
             for job in todo:
                 overrides, call = plans[job.idx]
