@@ -148,7 +148,12 @@ def test_a_sweep_on_modal_without_credentials(tmp_path):
         env_extra={"HOME": str(tmp_path), "MODAL_TOKEN_ID": "", "MODAL_TOKEN_SECRET": ""},
     )  # fmt: skip
     assert result.returncode != 0 and "Traceback" not in result.stderr
-    assert result.stderr.splitlines()[0].startswith("Modal is not authenticated: run `modal token new`")
+    assert result.stderr.splitlines() == [
+        "error: Modal is not authenticated: run `modal token new` once, or try the sweep on this machine with "
+        "hydra.launcher.backend=local"
+    ]
+    assert "Launching" not in result.stdout  # nothing was launched
+    assert not (tmp_path / "sweep").exists()  # nor is a folder left behind
 
 
 @pytest.mark.slow

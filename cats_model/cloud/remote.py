@@ -19,6 +19,7 @@ from pathlib import Path
 
 from cats_model.atomic import atomic_write_text
 from cats_model.cloud.deadline import CONTINUE_EXIT
+from cats_model.cloud.ending import how_it_ended
 from cats_model.cloud.overrides import check_not_fixed, key, single_run
 from cats_model.cloud.settings import Call, load_settings
 from cats_model.config import compose_train_config
@@ -105,9 +106,7 @@ def train(
         atomic_write_text(directory / RECORD_FILE, json.dumps(record, indent=2) + "\n")
     # Committed: the call that continues the run starts from this one's last.ckpt.
     if status == "crashed":
-        raise RuntimeError(
-            f"training of run {run_name} failed (exit code {returncode}; its last line: {cause})"
-        )
+        raise RuntimeError(f"training of run {run_name} failed: {result['error']}")
     if status == "continued":
         result["continued_in"] = continue_run(overrides, run_name, call.next(seconds))
     return result
@@ -156,7 +155,7 @@ def _outcome(returncode: int, cause: str, directory: Path, call: Call, seconds: 
             f"modal.yml); continue it with the same overrides and run_name={directory.name}"
         )
         return "stopped", {**base, "error": error}
-    return "crashed", {**base, "error": cause}
+    return "crashed", {**base, "error": how_it_ended(returncode, cause, directory / "train.log")}
 
 
 def bench(argv: list[str], commit: Callable[[], None] | None) -> dict:
