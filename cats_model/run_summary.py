@@ -43,14 +43,14 @@ def summary_block(result: dict, overrides: list[str], modal_run: str | None = No
         f"  python -m cats_model.predict {model} photo.jpg",
         f"  python -m cats_model.export {model} --out {shlex.quote(str(folder / 'cats.onnx'))}",
         f"  python -m cats_model.serve {model}",
-        f"  {' '.join([*resume, f'trainer.max_epochs={more}'])}    # {more - epochs} more epochs",
+        f"  {' '.join([*resume, f'trainer.max_epochs={more}'])}    # {_epochs(more - epochs)} more",
     ]
     return "\n".join(lines)
 
 
 def _scores(result: dict) -> str:
     epoch, epochs = result.get("best_epoch"), result.get("epoch")
-    best = f"best epoch {epoch} of {epochs}" if epoch else f"{epochs} epochs"
+    best = f"best epoch {epoch} of {epochs}" if epoch else _epochs(epochs)
     tests = [
         f"{key.removeprefix('test/')} {_digits(result.get(key))}" for key in ("test/acc", "test/acc_macro")
     ]
@@ -61,6 +61,10 @@ def _speed(result: dict) -> str:
     seconds, rate = result.get("wall_time_s"), result.get("train_images_per_sec")
     took = f"took {seconds:.0f} s" if seconds is not None else "took ? s"
     return f"{took}, training {rate:.1f} images/s" if rate else took
+
+
+def _epochs(count: int) -> str:
+    return f"{count} epoch{'' if count == 1 else 's'}"
 
 
 def _digits(value) -> str:

@@ -13,7 +13,7 @@ def written_by_readme_commands() -> set[str]:
     """The files the README says its commands write into the folder they run in: `--out FILE` (and the sidecar
     JSON beside each .onnx), `writes \\`FILE\\``, and the folder that `fetch` fills."""
     readme = (PROJECT_ROOT / "README.md").read_text()
-    files = set(re.findall(r"--out (?!FILE)([\w.-]+)", readme))
+    files = set(re.findall(r"--out (?!FILE)([\w./-]+)", readme))
     files |= set(re.findall(r"writes `([\w.-]+\.json)`", readme))
     files |= {name.removesuffix(".onnx") + ".json" for name in files if name.endswith(".onnx")}
     files |= {f"{folder}/RUN/metrics.json" for folder in re.findall(r"into `\./(\w+)/RUN/`", readme)}

@@ -59,6 +59,11 @@ def test_a_path_with_spaces_is_quoted_for_the_shell(tmp_path):
     assert "python -m cats_model.train 'data.root=/my photos' 'hydra.run.dir=/my runs/day'" in block
 
 
+def test_a_one_epoch_run_offers_one_more_in_words_that_read_right():
+    block = summary_block({**RESULT, "epoch": 1, "best_epoch": 1, "run_dir": "/r"}, [])
+    assert block.splitlines()[-1].endswith("trainer.max_epochs=2    # 1 epoch more")
+
+
 def test_a_run_without_validation_has_no_checkpoint_to_offer():
     block = summary_block({**RESULT, "best_model_path": None, "best_epoch": None, "run_dir": "/r"}, [])
     assert block.splitlines()[1].startswith("10 epochs: val/acc 0.9375")
