@@ -4,7 +4,6 @@ One function for a run on this machine and for a Modal run, whose files are on t
 block fetches them first and names them where `python -m cats_model.cloud fetch` puts them (./runs/NAME/).
 """
 
-import os
 import shlex
 from pathlib import Path
 
@@ -75,9 +74,3 @@ def _shown(path: str) -> Path:
     """A path under the working directory as a relative one, shorter to read and to paste; others as they are."""
     path = Path(path).absolute()
     return path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path
-
-
-def on_this_machine() -> bool:
-    """False in a Modal container (MODAL_IS_REMOTE, inherited by the training process), where the caller on the
-    user's machine prints the Modal block instead."""
-    return os.environ.get("MODAL_IS_REMOTE") != "1"

@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from cats_model.atomic import atomic_write_text
 from cats_model.callbacks import AtomicCheckpointIO, TrainSpeed, checkpoint_epoch
+from cats_model.cloud.remote import in_container
 from cats_model.console import print_config_tree
 from cats_model.errors import UserError, exit_on_user_error
 from cats_model.instantiators import instantiate_callbacks, instantiate_loggers
@@ -31,7 +32,7 @@ from cats_model.run_folder import (
     removed_if_failed_empty,
     set_aside_checkpoints,
 )
-from cats_model.run_summary import on_this_machine, summary_block
+from cats_model.run_summary import summary_block
 from cats_model.validation import check_all_set, check_arguments, check_values
 
 log = logging.getLogger(__name__)
@@ -207,7 +208,8 @@ def main(cfg: DictConfig) -> float | None:
             out_of_memory_explained(cfg),
         ):
             metrics = train(cfg)
-        if on_this_machine():
+        # In a Modal container the entrypoint prints the block instead, with fetch in place of the paths.
+        if not in_container():
             log.info("run finished\n%s", summary_block(metrics, list(hydra_cfg.overrides.task)))
     # Sweepers such as Optuna minimise or maximise what the task returns.
     return metrics.get(cfg.get("optimized_metric")) if cfg.get("optimized_metric") else None
