@@ -12,6 +12,7 @@ DROPPED_LINES = (
     "Loading `train_dataloader` to estimate number of stepping batches.",  # the schedule's length, asked early
     # which checkpoint the test runs on: the run's summary block names it (a resumed fit: "resuming from ...")
     "Restoring states from the checkpoint path at ",
+    "Restored all states from the checkpoint at ",
     "Loaded model weights from the checkpoint at ",
     "`Trainer.fit` stopped: `max_epochs=",  # the summary block says how many epochs ran
 )

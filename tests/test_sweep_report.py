@@ -93,6 +93,8 @@ def test_a_local_sweep_reports_its_failed_jobs_in_one_line_each(tmp_path, monkey
 
     # The table again, later, without Modal: by the sweep's folder or by its name.
     assert f"python -m cats_model.cloud summary {name}" in result.stdout
+    table = cloud("summary", str(sweep_dir))
+    assert table == cloud("summary", name)
     for table in cloud("summary", str(sweep_dir)), cloud("summary", name):
         lines = table.splitlines()
         assert [line[:30].rstrip() for line in lines[2:4]] == [

@@ -30,6 +30,7 @@ NOISE = (
     "FLOPs",  # 0 without an example input
     "is smaller than the logging interval",
     "Restoring states from the checkpoint path",  # the summary block names the checkpoint
+    "Restored all states from the checkpoint",  # a resumed run says "resuming from" in its own words
     "0.9999998807907104",  # Lightning's test table: the block has 4 digits
 )
 

@@ -153,11 +153,15 @@ def format_table(rows: list[dict]) -> str:
 
 
 def local_rows(sweep: str, runs: Path) -> list[dict] | None:
-    """The rows of a sweep run on this machine (hydra.launcher.backend=local): given its folder, from the table
-    the sweep wrote there; given its name, from its runs in `runs` (the outputs folder standing for the volume);
-    None when neither is there."""
+    """The rows of a sweep run on this machine (hydra.launcher.backend=local), given its name or its folder: from
+    its jobs' runs in `runs` (the outputs folder standing for the volume), as they are now; else from the table
+    the sweep wrote in its folder when it ended (a sweep of another app has no runs); None when neither is here."""
+    # the launcher names a sweep's runs after its folder
+    from hydra_plugins.modal_launcher._core import sweep_name
+
     folder = Path(sweep)
-    if (folder / "summary.json").is_file():
-        return json.loads((folder / "summary.json").read_text())
-    rows = volume_rows(runs, sweep, lambda record: None)
+    name = sweep_name(folder.absolute()) if folder.is_dir() else sweep
+    rows = volume_rows(runs, name, lambda record: None)
+    if not rows and (folder / "summary.json").is_file():
+        rows = json.loads((folder / "summary.json").read_text())
     return rows or None
