@@ -15,18 +15,25 @@ def pytest_configure(config):
         config.addinivalue_line("filterwarnings", f"ignore:{message}:{category.__name__}:{module}")
 
 
+# Helpers that live as long as the process that started them, by design: multiprocessing's resource tracker,
+# started by the first spawn-context pool (cats_model.system.in_fresh_process).
+LIFELONG_HELPERS = ("from multiprocessing.resource_tracker import main",)
+
+
 def child_processes() -> dict[int, str]:
-    """{pid: command name} of the processes this one started that are still alive (Linux's /proc)."""
+    """{pid: command line} of the processes this one started that are still running (Linux's /proc), lifelong
+    helpers left out."""
     children = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             # "pid (name) state ppid ...": the name may hold spaces and parentheses, so split after the last ')'
             text = stat.read_text()
+            command = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:  # ended meanwhile
             continue
-        name, rest = text[text.index("(") + 1 : text.rindex(")")], text[text.rindex(")") + 2 :].split()
-        if int(rest[1]) == os.getpid() and rest[0] != "Z":
-            children[int(stat.parent.name)] = name
+        state, ppid = text[text.rindex(")") + 2 :].split()[:2]
+        if int(ppid) == os.getpid() and state != "Z" and not any(h in command for h in LIFELONG_HELPERS):
+            children[int(stat.parent.name)] = command.strip()
     return children
 
 

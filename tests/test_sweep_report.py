@@ -37,6 +37,13 @@ def test_a_killed_process_is_explained_and_quoted_by_the_line_it_wrote_last(tmp_
     assert how_it_ended(-signal.SIGTERM, early, tmp_path / "none.log").endswith(
         f"(SIGTERM); its last line: {early}"
     )
+    # A record of several lines (the model summary's table) is quoted by its first line, which says what it is.
+    log.write_text(
+        "[t1][cats_model.callbacks][INFO] - model: 1.5 M parameters\n   Name  Type\n0  net   MobileNet\n"
+    )
+    assert how_it_ended(-signal.SIGKILL, early, log).endswith(
+        "its last line: [t1][cats_model.callbacks][INFO] - model: 1.5 M parameters"
+    )
     # An exception ends a process with its own line on stderr: that is the one to quote.
     assert how_it_ended(1, "RuntimeError: boom", log) == "exit code 1; its last line: RuntimeError: boom"
 
@@ -90,6 +97,12 @@ def test_a_local_sweep_reports_its_failed_jobs_in_one_line_each(tmp_path, monkey
         f"its last line: {last}"
     ) in result.stdout.splitlines()
     assert "job 0 failed: trainer.precision='bogus' is not a valid value" in result.stdout
+    # The sweep ends on one line of its own, not on Hydra's report of the first failed job.
+    assert (
+        result.stderr.strip().splitlines()[-1]
+        == "error: 2 of 2 jobs failed: the lines below the table say why"
+    )
+    assert "Error executing job" not in output
 
     # The table again, later, without Modal: by the sweep's folder or by its name.
     assert f"python -m cats_model.cloud summary {name}" in result.stdout

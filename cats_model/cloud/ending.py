@@ -28,11 +28,14 @@ def how_it_ended(returncode: int, stderr_line: str, log_file: Path) -> str:
 
 
 def last_line(path: Path, tail_bytes: int = 65536) -> str:
-    """The last non-empty line of a text file, read from its end; '' when there is none."""
+    """The last record of a run's log, read from its end: the first line of a record that spans several (a
+    table), which says what it is; the last non-empty line of a log in another format; '' when there is none."""
     try:
         with open(path, "rb") as file:
             file.seek(max(0, file.seek(0, 2) - tail_bytes))
-            lines = file.read().decode("utf-8", errors="replace").splitlines()
+            lines = [line.strip() for line in file.read().decode("utf-8", errors="replace").splitlines()]
     except OSError:
         return ""
-    return next((line.strip() for line in reversed(lines) if line.strip()), "")
+    lines = [line for line in lines if line]
+    records = [line for line in lines if line.startswith("[")]  # Hydra's format: [time][logger][level] - ...
+    return (records or lines or [""])[-1]

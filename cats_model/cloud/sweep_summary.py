@@ -16,6 +16,7 @@ from hydra.errors import CompactHydraException
 from omegaconf import OmegaConf
 
 from cats_model.atomic import atomic_write_text
+from cats_model.errors import UserError
 
 COLUMNS = (
     "job",
@@ -55,6 +56,14 @@ class JobFailed(CompactHydraException):
 
 def count_jobs(count: int) -> str:
     return f"{count} job{'' if count == 1 else 's'}"
+
+
+def failed_jobs(rows: list[dict]) -> UserError | None:
+    """The line that ends a sweep with failed jobs, below the table whose lines say why; None if none failed."""
+    failed = [r for r in rows if r["status"] != "completed"]
+    if not failed:
+        return None
+    return UserError(f"{len(failed)} of {count_jobs(len(rows))} failed: the lines below the table say why")
 
 
 def summary_row(

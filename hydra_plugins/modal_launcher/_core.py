@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from cats_model.atomic import atomic_write_text
 from cats_model.cloud.sweep_folder import removed_if_nothing_ran
-from cats_model.cloud.sweep_summary import JobFailed, count_jobs, summary_row, write_summary
+from cats_model.cloud.sweep_summary import JobFailed, count_jobs, failed_jobs, summary_row, write_summary
 from cats_model.errors import UserError, exit_on_user_error
 from cats_model.system import in_fresh_process
 
@@ -69,7 +69,8 @@ def _launch(launcher, job_overrides, initial_job_idx: int, sweep_dir: Path) -> l
         folder = sweep_dir / str(OmegaConf.select(config, "hydra.sweep.subdir"))
         jobs.append(Job(idx, list(overrides), config, folder, run_name=sweep_run_name(sweep_dir, idx)))
 
-    if is_project_app(launcher.task_function):
+    project = is_project_app(launcher.task_function)
+    if project:
         returns, cost = run_train_calls(launcher, jobs, sweep_dir)
     elif launcher.backend == "local":
         announce(launcher, jobs)
@@ -81,10 +82,15 @@ def _launch(launcher, job_overrides, initial_job_idx: int, sweep_dir: Path) -> l
 
     configure_log(launcher.config.hydra.hydra_logging, launcher.config.hydra.verbose)
     launcher.summary_rows += [
-        summary_row(job.idx, job.overrides, ret, cost, run_dir=run_folder(launcher, job))
+        summary_row(job.idx, job.overrides, ret, cost, run_dir=run_folder(launcher, job) if project else None)
         for job, ret in zip(jobs, returns)
     ]
     print(write_summary(sweep_dir, launcher.summary_rows), flush=True)
+    # Hydra's grid sweeper would end on the first failed job with its own lines: one line of ours instead.
+    # (Optuna and other sweepers decide themselves what a failed trial means: they get the JobReturns.)
+    if OmegaConf.select(launcher.config, "hydra.sweeper._target_", default="").endswith(".BasicSweeper"):
+        if failed := failed_jobs(launcher.summary_rows):
+            raise failed
     return returns
 
 
@@ -95,11 +101,9 @@ def is_project_app(task_function) -> bool:
     return code is not None and Path(code.co_filename).resolve() == Path(train_file).resolve()
 
 
-def run_folder(launcher, job: "Job") -> str | None:
+def run_folder(launcher, job: "Job") -> str:
     """Where a job of cats_model.train keeps its files: its run in the outputs folder (backend=local), or on the
     outputs volume as the container names it (as a finished job's metrics.json does)."""
-    if not job.run_name:
-        return None
     if launcher.backend == "local":
         return str(Path(job.config.paths.log_dir) / "runs" / job.run_name)
     from cats_model.cloud.settings import load_settings
