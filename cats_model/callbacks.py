@@ -10,7 +10,9 @@ from pathlib import Path
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import ModelSummary as LightningModelSummary
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.utilities.model_summary import get_formatted_model_size, get_human_readable_count
 
 from cats_model.atomic import atomic_path
 from cats_model.errors import UserError
@@ -101,6 +103,12 @@ def previous_checkpoint(path: str | Path) -> Path:
     return path.with_name(f"{path.stem}-previous{path.suffix}")
 
 
+def checkpoint_epoch(path: str | Path) -> int:
+    """The epoch a checkpoint was saved in, counted from 1 as in its name and the log (Lightning stores it from
+    0). Memory-mapped: only that number is read."""
+    return torch.load(path, map_location="cpu", weights_only=True, mmap=True)["epoch"] + 1
+
+
 class RunCheckpoint(ModelCheckpoint):
     """A ModelCheckpoint whose files always belong to its own folder.
 
@@ -148,6 +156,12 @@ class RunCheckpoint(ModelCheckpoint):
             self.best_model_path = pick(self.best_k_models, key=self.best_k_models.get, default="")
             self.best_model_score = self.best_k_models.get(self.best_model_path)
 
+    def format_checkpoint_name(self, metrics, filename=None, ver=None, prefix=None) -> str:
+        # A file is named after the epoch it was saved in, counted from 1 as in the log (Lightning counts from 0).
+        if "epoch" in metrics:
+            metrics = {**metrics, "epoch": metrics["epoch"] + 1}
+        return super().format_checkpoint_name(metrics, filename, ver, prefix)
+
     def _here(self, path: str) -> str:
         return os.path.join(self.dirpath, os.path.basename(path)) if path else path
 
@@ -159,3 +173,24 @@ class RunCheckpoint(ModelCheckpoint):
                 except OSError:  # a filesystem without hard links
                     shutil.copyfile(filepath, tmp)
         super()._save_checkpoint(trainer, filepath)
+
+
+class ModelSummary(LightningModelSummary):
+    """The model's layers and size at the start of a fit, as lines of the run's log (so also in train.log).
+
+    Without Lightning's FLOPs column and total: Lightning counts FLOPs only on an example input, which this
+    model cannot be given before its batch transforms, so they would read 0.
+    """
+
+    @staticmethod
+    def summarize(summary_data, total_parameters, trainable_parameters, model_size, total_training_modes,
+                  total_flops, **summarize_kwargs) -> None:  # fmt: skip
+        columns = [(name, values) for name, values in summary_data if name != "FLOPs"]
+        widths = [max(len(name), *(len(v) for v in values)) for name, values in columns]
+        rows = [[name for name, _ in columns], *zip(*(values for _, values in columns))]
+        table = "\n".join("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip() for row in rows)
+        log.info(
+            "model: %s parameters (%s trainable), %s MB\n%s",
+            get_human_readable_count(total_parameters), get_human_readable_count(trainable_parameters),
+            get_formatted_model_size(model_size), table,
+        )  # fmt: skip

@@ -9,6 +9,7 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, open_dict
 
 from cats_model.errors import UserError
+from cats_model.override_typos import closest_key_named
 from cats_model.paths import CONFIG_DIR
 
 
@@ -17,7 +18,7 @@ def compose_train_config(overrides: list[str], run_dir: str | Path | None = None
     GlobalHydra.instance().clear()
     extra = [f"hydra.run.dir={run_dir}"] if run_dir is not None else []
     try:
-        with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"), closest_key_named():
             cfg = compose("train", overrides=[*overrides, *extra], return_hydra_config=True)
     except (HydraException, ValueError) as err:
         raise UserError(" ".join(str(err).split())) from err

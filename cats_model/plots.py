@@ -59,21 +59,30 @@ def per_class_csv(path: Path, class_names: list[str], confusion: list[list[int]]
     return str(path)
 
 
-def training_curves_png(path: Path, metrics_csv: Path) -> str | None:
-    """Loss and accuracy per epoch from the CSV log (a resumed run's rows included); None without a log."""
-    if not metrics_csv.is_file():
-        return None
+def epoch_curves(metrics_csv: Path) -> dict[str, dict[int, float]]:
+    """{metric: {epoch: value}} of the training curves in the CSV log (a resumed run's rows included), the epochs
+    counted from 1 as in the log and checkpoint names (the CSV counts from 0), `train/loss_epoch` named
+    `train/loss` as in the log."""
     per_epoch: dict[str, dict[int, float]] = {}
     with open(metrics_csv, newline="") as file:
         for row in csv.DictReader(file):
             for key in ("train/loss_epoch", "val/loss", "train/acc", "val/acc"):
                 if row.get(key) and row.get("epoch"):
-                    per_epoch.setdefault(key, {})[int(float(row["epoch"]))] = float(row[key])
+                    epoch = int(float(row["epoch"])) + 1
+                    per_epoch.setdefault(key.removesuffix("_epoch"), {})[epoch] = float(row[key])
+    return per_epoch
+
+
+def training_curves_png(path: Path, metrics_csv: Path) -> str | None:
+    """Loss and accuracy per epoch from the CSV log; None without a log."""
+    if not metrics_csv.is_file():
+        return None
+    per_epoch = epoch_curves(metrics_csv)
     if not per_epoch:
         return None
     figure, (loss, accuracy) = plt.subplots(1, 2, figsize=(10, 3.8))
     for axes, keys, title in (
-        (loss, ("train/loss_epoch", "val/loss"), "loss"),
+        (loss, ("train/loss", "val/loss"), "loss"),
         (accuracy, ("train/acc", "val/acc"), "accuracy"),
     ):
         for key in keys:

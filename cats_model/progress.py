@@ -17,8 +17,18 @@ log = logging.getLogger(__name__)
 def progress_reporter(every_n_steps: int | None = None, every_n_seconds: float | None = 30) -> ProgressBar:
     """The one place that chooses how progress is shown: by whether stdout is a terminal."""
     if sys.stdout.isatty():
-        return RichProgressBar()
+        return EpochBar()
     return LogProgress(every_n_steps, every_n_seconds)
+
+
+class EpochBar(RichProgressBar):
+    """Rich's live bar with its epochs counted from 1, as in the log lines and checkpoint names (Lightning's own
+    reads `Epoch 0/0` for a one-epoch run)."""
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        description = f"Epoch {current_epoch + 1}/{_count(self.trainer.max_epochs)}"
+        # padded as Lightning pads it, so that the bar does not jump when validation's bar shows
+        return f"{description:{len(self.validation_description)}}"
 
 
 class LogProgress(ProgressBar):

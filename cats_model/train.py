@@ -18,11 +18,13 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from cats_model.atomic import atomic_write_text
-from cats_model.callbacks import AtomicCheckpointIO, TrainSpeed
+from cats_model.callbacks import AtomicCheckpointIO, TrainSpeed, checkpoint_epoch
+from cats_model.cloud.remote import in_container
 from cats_model.console import print_config_tree
 from cats_model.errors import SIGTERM_EXIT, UserError, exit_on_user_error
 from cats_model.instantiators import instantiate_callbacks, instantiate_loggers
 from cats_model.noise import resuming_quietly, silence_library_noise
+from cats_model.override_typos import closest_key_named
 from cats_model.paths import CONFIG_DIR  # importing it registers the config resolvers
 from cats_model.plots import write_run_plots
 from cats_model.run_folder import (
@@ -32,6 +34,7 @@ from cats_model.run_folder import (
     removed_if_failed_empty,
     set_aside_checkpoints,
 )
+from cats_model.run_summary import summary_block
 from cats_model.validation import check_all_set, check_arguments, check_values
 
 log = logging.getLogger(__name__)
@@ -142,7 +145,10 @@ def fit_and_test(cfg: DictConfig, trainer_args: dict, started: float) -> dict:
     best_path = (best.best_model_path or None) if best is not None else None
     test_metrics = {}
     if cfg.test:  # on the best checkpoint; without one (no validation ran), on the weights as they are
-        results = trainer.test(model, datamodule=datamodule, ckpt_path=best_path, weights_only=True)
+        # verbose=False: the run's summary block gives the test scores, to 4 digits
+        results = trainer.test(
+            model, datamodule=datamodule, ckpt_path=best_path, weights_only=True, verbose=False
+        )
         test_metrics = results[0] if results else {}
 
     last = last_checkpoint(cfg)
@@ -151,8 +157,10 @@ def fit_and_test(cfg: DictConfig, trainer_args: dict, started: float) -> dict:
         "val/acc_best": float(best_score) if best_score is not None else None,
         **{key: float(value) for key, value in test_metrics.items()},
         "best_model_path": best_path,
+        "best_epoch": checkpoint_epoch(best_path) if best_path else None,
         "last_model_path": str(last) if last.is_file() else None,
-        "epoch": trainer.current_epoch,
+        "epoch": trainer.current_epoch,  # epochs done: counted from 1, as in the log and checkpoint names
+        "run_dir": cfg.paths.output_dir,
         "global_step": trainer.global_step,
         "resumed_from": str(resume_from) if resume_from else None,
         "wall_time_s": round(time.time() - started, 2),
@@ -219,9 +227,13 @@ def main(cfg: DictConfig) -> float | None:
             out_of_memory_explained(cfg),
         ):
             metrics = train(cfg)
+        # In a Modal container the entrypoint prints the block instead, with fetch in place of the paths.
+        if not in_container():
+            log.info("run finished\n%s", summary_block(metrics, list(hydra_cfg.overrides.task)))
     # Sweepers such as Optuna minimise or maximise what the task returns.
     return metrics.get(cfg.get("optimized_metric")) if cfg.get("optimized_metric") else None
 
 
 if __name__ == "__main__":
-    main()
+    with closest_key_named(exit_on_error=True):  # a mistyped override key: one line naming the closest key
+        main()

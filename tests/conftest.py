@@ -1,7 +1,66 @@
 import os
+import signal
+import time
 from pathlib import Path
 
 import pytest
+
+
+def pytest_configure(config):
+    """The library warnings a run silences (cats_model.noise.WARNINGS), silenced in the tests too: pytest puts its
+    own filters in place around each test, which would show them again."""
+    from cats_model.noise import WARNINGS
+
+    for message, category, module in WARNINGS:
+        config.addinivalue_line("filterwarnings", f"ignore:{message}:{category.__name__}:{module}")
+
+
+# Helpers that live as long as the process that started them, by design: multiprocessing's resource tracker,
+# started by the first spawn-context pool (cats_model.system.in_fresh_process).
+LIFELONG_HELPERS = ("from multiprocessing.resource_tracker import main",)
+
+
+def child_processes() -> dict[int, str]:
+    """{pid: command line} of the processes this one started that are still running (Linux's /proc), lifelong
+    helpers left out."""
+    children = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            # "pid (name) state ppid ...": the name may hold spaces and parentheses, so split after the last ')'
+            text = stat.read_text()
+            command = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:  # ended meanwhile
+            continue
+        state, ppid = text[text.rindex(")") + 2 :].split()[:2]
+        if int(ppid) == os.getpid() and state != "Z" and not any(h in command for h in LIFELONG_HELPERS):
+            children[int(stat.parent.name)] = command.strip()
+    return children
+
+
+@pytest.fixture(scope="session", autouse=True)
+def leaves_no_process_behind():
+    """The suite ends with no process of its own still running: a server, a data loader worker or a training
+    that a test left behind fails the run (and is stopped)."""
+    before = set(child_processes())
+    yield
+    deadline = time.monotonic() + 10  # processes told to stop at a test's end may take a moment
+    while (
+        left := {p: n for p, n in child_processes().items() if p not in before}
+    ) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    assert not left, f"the tests left these processes running: {left}"
+
+
+@pytest.fixture
+def stops_its_children():
+    """For a test whose library starts a helper process that lives as long as this one (TensorBoard's data
+    server): the processes started during the test are stopped at its end."""
+    before = set(child_processes())
+    yield
+    for pid in set(child_processes()) - before:
+        os.kill(pid, signal.SIGTERM)
 
 
 @pytest.fixture(scope="session", autouse=True)

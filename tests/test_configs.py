@@ -2,6 +2,7 @@
 
 import inspect
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,22 @@ from cats_model.train import allow_tf32, trainer_arguments
 
 def choices(group: str) -> list[str]:
     return sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml") if p.stem != "default")
+
+
+def test_the_readme_lists_every_choice_hydra_offers():
+    """Each row of the README's table of config groups names every file of its group: what Hydra lists among
+    the choices when one is mistyped."""
+    readme = (CONFIG_DIR.parent / "README.md").read_text()
+    rows = re.findall(r"^\| `(\w+)`(?: / `(\w+)`)? \|(.*)\|$", readme, re.MULTILINE)
+    assert {"data", "model", "trainer", "callbacks", "logger", "optimizer", "scheduler"} <= {
+        group for row in rows for group in row[:2]
+    }
+    for first, second, text in rows:
+        for group in filter(None, (first, second)):
+            missing = {p.stem for p in (CONFIG_DIR / group).glob("*.yaml")} - set(
+                re.findall(r"`(\w+)`", text)
+            )
+            assert not missing, (group, missing)
 
 
 def test_defaults_compose_to_cat_breeds_resnet18(tmp_path):

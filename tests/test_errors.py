@@ -109,6 +109,32 @@ def test_a_failed_start_removes_only_a_run_folder_with_nothing_of_its_own(tmp_pa
 
 
 @pytest.mark.slow
+def test_a_mistyped_override_key_names_the_closest_one(tmp_path):
+    result = run_cli("trainer.max_epoch=3", f"hydra.run.dir={tmp_path}/run")
+    assert_one_line_error(
+        result, "trainer.max_epoch is not a key of the config (did you mean trainer.max_epochs?)"
+    )
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("data.batchsize=8", "data.batchsize is not a key of the config (did you mean data.batch_size?)"),
+        ("seeed=1", "seeed is not a key of the config (did you mean seed?)"),
+        (
+            "trainer.zzz=1",
+            "trainer.zzz is not a key of the config: check its spelling, or add it with +trainer.zzz",
+        ),
+    ],
+)
+def test_mistyped_keys_are_one_line_where_a_config_is_composed(override, message):
+    with pytest.raises(UserError) as raised:
+        compose_train_config([override])
+    assert str(raised.value).startswith(message)
+
+
+@pytest.mark.slow
 def test_unknown_data_choice_lists_the_choices(tmp_path):
     result = run_cli("data=imagenet", f"hydra.run.dir={tmp_path}/run")
     assert result.returncode != 0 and "Traceback" not in result.stderr
@@ -123,7 +149,12 @@ def test_a_sweep_on_modal_without_credentials(tmp_path):
         env_extra={"HOME": str(tmp_path), "MODAL_TOKEN_ID": "", "MODAL_TOKEN_SECRET": ""},
     )  # fmt: skip
     assert result.returncode != 0 and "Traceback" not in result.stderr
-    assert result.stderr.splitlines()[0].startswith("Modal is not authenticated: run `modal token new`")
+    assert result.stderr.splitlines() == [
+        "error: Modal is not authenticated: run `modal token new` once, or try the sweep on this machine with "
+        "hydra.launcher.backend=local"
+    ]
+    assert "Launching" not in result.stdout  # nothing was launched
+    assert not (tmp_path / "sweep").exists()  # nor is a folder left behind
 
 
 @pytest.mark.slow
@@ -235,6 +266,17 @@ def test_a_folder_dataset_without_its_root_says_so(tmp_path):
     cfg = compose_train_config([*FAST_ANY_DATA, "data=folder", "print_config=false"], tmp_path / "run")
     with pytest.raises(UserError, match=r"^data.root is not set: give it a value \(data.root=\.\.\.\)"):
         train(cfg)
+
+
+@pytest.mark.parametrize("make", [None, "file"])
+def test_a_folder_dataset_whose_root_is_missing_or_a_file_says_so(tmp_path, make):
+    root = tmp_path / "no_such_photos"
+    if make == "file":
+        root.write_text("not a folder")
+    overrides = [*FAST_ANY_DATA, "data=folder", f"data.root={root}", "print_config=false"]
+    what = "is not a folder" if make else "does not exist"
+    with pytest.raises(UserError, match=rf"^data.root={root} {what}: give the folder of your photos"):
+        train(compose_train_config(overrides, tmp_path / "run"))
 
 
 def test_fractions_that_leave_nothing_to_train_on(tmp_path):

@@ -237,8 +237,14 @@ def test_the_training_process_says_why_it_failed_and_only_crashes_raise(
         *REMOTE_CPU, "+callbacks.fault._target_=faults.KillAt", "+callbacks.fault.point=train_batch",
         "+callbacks.fault.epoch=0", f"+callbacks.fault.marker={tmp_path / 'killed'}",
     ]  # fmt: skip
-    with pytest.raises(RuntimeError, match="training of run crash failed \\(exit code -9; its last line: "):
+    killed = (
+        r"training of run crash failed: killed by the system \(SIGKILL\): out of memory\?; its last line: "
+    )
+    with pytest.raises(RuntimeError, match=killed) as crashed:
         modal_app.train.local(kill, "crash", call())
+    # the line the run wrote last, in its train.log (stderr holds only Lightning's early lines)
+    last = (mounts[1] / "runs" / "crash" / "train.log").read_text().strip().splitlines()[-1]
+    assert str(crashed.value).endswith(last)
     assert json.loads((mounts[1] / "runs" / "crash" / "launch.json").read_text())["status"] == "crashed"
     assert modal_app.train.local(kill, "crash", call())["epoch"] == 1  # the retry finishes the run
 

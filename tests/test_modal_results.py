@@ -74,7 +74,9 @@ def test_fetch_brings_a_run_into_runs_and_the_readme_commands_use_it(
 
 
 @pytest.mark.slow
-def test_tensorboard_serves_every_run_on_the_outputs_volume(volume, modal_app, monkeypatch):
+def test_tensorboard_serves_every_run_on_the_outputs_volume(
+    volume, modal_app, monkeypatch, stops_its_children
+):
     from werkzeug.test import Client
 
     monkeypatch.setenv("CATS_MODEL_OUTPUT_DIR", str(volume))

@@ -11,6 +11,7 @@ from helpers import FAST, run_cli
 
 from cats_model.checkpoint import load_classifier
 from cats_model.config import compose_train_config
+from cats_model.plots import epoch_curves
 from cats_model.train import train
 
 
@@ -20,10 +21,43 @@ def csv_epochs(run_dir) -> list[int]:
         return [int(row["epoch"]) for row in csv.DictReader(f) if row.get("val/acc")]
 
 
+NOISE = (
+    "litlogger",  # Lightning's tip
+    "LeafSpec",  # torch's deprecation, triggered by Lightning
+    "exists and is not empty",  # a resumed run's own checkpoints
+    "Trainer already configured with model summary callbacks",
+    "Loading `train_dataloader` to estimate number of stepping batches",
+    "FLOPs",  # 0 without an example input
+    "is smaller than the logging interval",
+    "Restoring states from the checkpoint path",  # the summary block names the checkpoint
+    "Restored all states from the checkpoint",  # a resumed run says "resuming from" in its own words
+    "0.9999998807907104",  # Lightning's test table: the block has 4 digits
+)
+
+
 def assert_no_library_noise(result: subprocess.CompletedProcess) -> None:
-    """Lightning's litlogger tip, torch's LeafSpec deprecation, a resumed run's own checkpoints called 'not empty'."""
-    for noise in ("litlogger", "LeafSpec", "exists and is not empty"):
+    for noise in NOISE:
         assert noise not in result.stdout + result.stderr, noise
+
+
+def assert_epochs_agree(run_dir, result: subprocess.CompletedProcess) -> dict:
+    """The best epoch is the same number in metrics.json, the checkpoint's name, the log line of that epoch, the
+    curves and the summary block: all count from 1."""
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    best, epochs, acc = metrics["best_epoch"], metrics["epoch"], metrics["val/acc_best"]
+    assert os.path.basename(metrics["best_model_path"]) == f"best-epoch{best:03d}-acc{acc:.4f}.ckpt"
+    assert f"epoch {best}/{epochs} done in" in next(
+        line for line in result.stdout.splitlines() if f"val/acc {acc:.4f}" in line
+    )
+    assert epoch_curves(run_dir / "csv" / "metrics.csv")["val/acc"][best] == pytest.approx(acc)
+    assert f"best epoch {best} of {epochs}: val/acc {acc:.4f}" in result.stdout
+    return metrics
+
+
+def summary_in(stdout: str) -> list[str]:
+    """The block that ends the run's output: what follows its `run finished` line."""
+    lines = stdout.splitlines()
+    return lines[max(i for i, line in enumerate(lines) if line.endswith("run finished")) + 1 :]
 
 
 @pytest.mark.slow
@@ -48,6 +82,18 @@ def test_cli_learns_synthetic_data_then_resumes_with_more_epochs(tmp_path):
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
     assert os.path.isfile(metrics["best_model_path"])
     assert csv_epochs(run_dir) == list(range(10))
+    assert_epochs_agree(run_dir, first)
+    # The block ends stdout and train.log: the run folder, scores to 4 digits, and commands to paste.
+    block = summary_in(first.stdout)
+    assert block == summary_in((run_dir / "train.log").read_text())
+    assert block[0] == "run folder: run"  # under the working directory: shown from there
+    assert f"test acc {metrics['test/acc']:.4f}" in block[1]
+    assert block[3] == f"best checkpoint: {os.path.relpath(metrics['best_model_path'], tmp_path)}"
+    assert (
+        block[-1]
+        .strip()
+        .startswith(f"python -m cats_model.train {' '.join(command)} hydra.run.dir=run trainer.max_epochs=20")
+    )
 
     second = run_cli(*command, f"hydra.run.dir={run_dir}", "trainer.max_epochs=12", cwd=tmp_path)
     assert second.returncode == 0, second.stderr[-3000:]

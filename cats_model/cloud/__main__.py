@@ -1,9 +1,10 @@
 """Results from the outputs volume, on this machine:
 
 python -m cats_model.cloud fetch RUN        a run's metrics, config, best checkpoint and plots into ./runs/RUN/
-python -m cats_model.cloud summary SWEEP    the table of a sweep, also after its terminal was closed
+python -m cats_model.cloud summary SWEEP    the table of a sweep, also after its terminal was closed; a sweep run
+                                           here (backend=local): its name or its folder (outputs/sweeps/<time>)
 python -m cats_model.cloud submit OVERRIDES  a run on the deployed app (`modal deploy launch/modal_app.py`): it
-                                            goes on whatever becomes of this terminal
+                                           goes on whatever becomes of this terminal
 """
 
 import argparse
@@ -12,8 +13,9 @@ from pathlib import Path
 from cats_model.atomic import atomic_path
 from cats_model.cloud import entry
 from cats_model.cloud.calls import ModalCalls, deployed_app, load_modal_app
-from cats_model.cloud.sweep_summary import format_table
+from cats_model.cloud.sweep_summary import format_table, local_rows
 from cats_model.errors import UserError, exit_on_user_error
+from cats_model.paths import configured_path
 
 
 def fetch(run_name: str, calls, into: Path = Path("runs")) -> Path:
@@ -34,6 +36,14 @@ def fetch(run_name: str, calls, into: Path = Path("runs")) -> Path:
     return target
 
 
+def local_summary(sweep: str) -> list[dict] | None:
+    """A sweep run on this machine, by its folder or name: its table, read without Modal; None if none is."""
+    rows = local_rows(sweep, configured_path("log_dir") / "runs")
+    if rows is not None:
+        print(format_table(rows))
+    return rows
+
+
 def summary(sweep: str, calls) -> list[dict]:
     with exit_on_user_error(exit_code=1), calls.running():
         rows = calls.sweep_summary(sweep)["rows"]
@@ -49,8 +59,12 @@ def main(argv: list[str] | None = None) -> None:
     fetch_parser.add_argument(
         "--into", type=Path, default=Path("runs"), help="folder of run folders (./runs)"
     )
-    summary_parser = commands.add_parser("summary", help="a sweep's table from the outputs volume")
-    summary_parser.add_argument("sweep", help="the sweep's name (printed when it started)")
+    summary_parser = commands.add_parser(
+        "summary", help="a sweep's table, from Modal's outputs volume or here"
+    )
+    summary_parser.add_argument(
+        "sweep", help="the sweep's name (printed when it started), or the folder of a sweep run here"
+    )
     submit_parser = commands.add_parser("submit", help="a run on the deployed app, as `modal run` takes it")
     submit_parser.add_argument(
         "overrides", nargs=argparse.REMAINDER, help="the run's overrides, run_name=..."
@@ -58,12 +72,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.command == "submit":
         entry.run_single(args.overrides, ModalCalls(deployed_app()))
-        return
-    calls = ModalCalls(load_modal_app())
-    if args.command == "fetch":
-        fetch(args.run, calls, args.into)
-    else:
-        summary(args.sweep, calls)
+    elif args.command == "fetch":
+        fetch(args.run, ModalCalls(load_modal_app()), args.into)
+    elif local_summary(args.sweep) is None:
+        without = f"for a sweep run here, give its folder or its name ({args.sweep} is neither here)"
+        summary(args.sweep, ModalCalls(load_modal_app(), without_modal=without))
 
 
 if __name__ == "__main__":

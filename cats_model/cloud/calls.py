@@ -19,6 +19,7 @@ from types import SimpleNamespace
 from cats_model.cloud.remote import DATA_ENV, OUTPUT_ENV, RECORD_FILE
 from cats_model.cloud.settings import Call, load_settings
 from cats_model.errors import UserError
+from cats_model.noise import mounts_redirected
 from cats_model.paths import PROJECT_ROOT
 from cats_model.system import available_cpus, in_fresh_process
 
@@ -220,4 +221,5 @@ def call_locally(function: str, args: tuple, env: dict[str, str]):
     """In its own process: the Modal function's body, as a container would run it, with the mounts (and the
     training process it starts) set by `env`."""
     os.environ.update(env)
-    return getattr(load_modal_app(), function).local(*args)
+    with mounts_redirected():
+        return getattr(load_modal_app(), function).local(*args)

@@ -22,6 +22,7 @@ from omegaconf import OmegaConf
 
 from cats_model.atomic import atomic_write_text
 from cats_model.cloud.deadline import CONTINUE_EXIT
+from cats_model.cloud.ending import how_it_ended
 from cats_model.cloud.overrides import check_not_fixed, key, single_run
 from cats_model.cloud.settings import Call, load_settings
 from cats_model.config import compose_train_config
@@ -156,7 +157,7 @@ def train(
         atomic_write_text(directory / RECORD_FILE, json.dumps(record, indent=2) + "\n")
     # Committed: the call that continues the run starts from this one's last.ckpt.
     if status in ("crashed", "preempted"):  # raised: Modal retries the call, which resumes from last.ckpt
-        raise RuntimeError(f"training of run {run_name} {result['error']}")
+        raise RuntimeError(f"training of run {run_name} failed: {result['error']}")
     if status == "continued":
         result["continued_in"] = continue_run(overrides, run_name, call.next(seconds))
         if call_id:
@@ -224,7 +225,10 @@ def _outcome(
     if returncode == USER_ERROR_EXIT:
         return "failed", {**base, "error": cause}
     if returncode in SIGTERM_EXITS:
-        return "preempted", {**base, "error": "was stopped by SIGTERM (a preemption?); the retry resumes it"}
+        return "preempted", {
+            **base,
+            "error": "stopped by SIGTERM (a preemption?); Modal retries the call, which resumes it",
+        }
     if returncode == -signal.SIGKILL and out_of_memory:
         memory = load_settings().train["memory"]
         error = (
@@ -242,7 +246,7 @@ def _outcome(
             f"modal.yml); continue it with the same overrides and run_name={directory.name}"
         )
         return "stopped", {**base, "error": error}
-    return "crashed", {**base, "error": f"failed (exit code {returncode}; its last line: {cause})"}
+    return "crashed", {**base, "error": how_it_ended(returncode, cause, directory / "train.log")}
 
 
 def bench(argv: list[str], commit: Callable[[], None] | None) -> dict:

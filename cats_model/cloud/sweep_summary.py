@@ -12,9 +12,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from hydra.core.utils import JobReturn, JobStatus
+from hydra.errors import CompactHydraException
 from omegaconf import OmegaConf
 
 from cats_model.atomic import atomic_write_text
+from cats_model.errors import UserError
 
 COLUMNS = (
     "job",
@@ -47,8 +49,33 @@ def row(job: int, overrides: list[str], status: str, metrics: dict, cost_usd, ru
     }
 
 
-def summary_row(idx: int, overrides: list[str], ret: JobReturn, cost: Callable[[dict], float | None]) -> dict:
-    """A job's row from its JobReturn and the metrics.json in its job folder."""
+class JobFailed(CompactHydraException):
+    """A failed job, as the sweep's end reports it: its one line (Hydra prints a compact exception's message,
+    where it would print any other's traceback after the table)."""
+
+
+def count_jobs(count: int) -> str:
+    return f"{count} job{'' if count == 1 else 's'}"
+
+
+def failed_jobs(rows: list[dict]) -> UserError | None:
+    """The line that ends a sweep with failed jobs, below the table whose lines say why; None if none failed."""
+    failed = [r for r in rows if r["status"] != "completed"]
+    if not failed:
+        return None
+    return UserError(f"{len(failed)} of {count_jobs(len(rows))} failed: the lines below the table say why")
+
+
+def summary_row(
+    idx: int,
+    overrides: list[str],
+    ret: JobReturn,
+    cost: Callable[[dict], float | None],
+    run_dir: str | None = None,
+) -> dict:
+    """A job's row from its JobReturn and the metrics.json in its job folder. `run_dir`: where the job's run
+    keeps its files, when the launcher knows (its run folder, also for a job that failed before writing
+    metrics.json); else its job folder."""
     out = OmegaConf.select(ret.hydra_cfg, "hydra.runtime.output_dir", default=None, throw_on_missing=False)
     failed = ret.status != JobStatus.COMPLETED
     # A failed job's folder may still hold an earlier run's metrics.json: read metrics of completed jobs only.
@@ -62,7 +89,7 @@ def summary_row(idx: int, overrides: list[str], ret: JobReturn, cost: Callable[[
         status,
         metrics,
         cost(metrics) if metrics else None,
-        metrics.get("run_dir") or out,
+        metrics.get("run_dir") or run_dir or out,
         error,
     )
 
@@ -132,3 +159,18 @@ def format_table(rows: list[dict]) -> str:
     lines += ["  ".join(v.ljust(w) for v, w in zip(line, widths)) for line in table]
     lines += [f"job {r['job']} failed: {r['error']}" for r in rows if r["error"]]
     return "\n".join(lines) + ("\n* best by val/acc_best" if any(r["best"] for r in rows) else "")
+
+
+def local_rows(sweep: str, runs: Path) -> list[dict] | None:
+    """The rows of a sweep run on this machine (hydra.launcher.backend=local), given its name or its folder: from
+    its jobs' runs in `runs` (the outputs folder standing for the volume), as they are now; else from the table
+    the sweep wrote in its folder when it ended (a sweep of another app has no runs); None when neither is here."""
+    # the launcher names a sweep's runs after its folder
+    from hydra_plugins.modal_launcher._core import sweep_name
+
+    folder = Path(sweep)
+    name = sweep_name(folder.absolute()) if folder.is_dir() else sweep
+    rows = volume_rows(runs, name, lambda record: None)
+    if not rows and (folder / "summary.json").is_file():
+        rows = json.loads((folder / "summary.json").read_text())
+    return rows or None

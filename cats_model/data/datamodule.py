@@ -235,7 +235,13 @@ class FolderDataModule(ImageDataModule):
         self.test_fraction = test_fraction
 
     def list_files(self) -> tuple[list[str], list[list[Sample]]]:
-        folders = sorted(p for p in self.root.iterdir() if p.is_dir()) if self.root.is_dir() else []
+        if not self.root.is_dir():
+            what = "is not a folder" if self.root.exists() else "does not exist"
+            raise UserError(
+                f"data.root={self.root} {what}: give the folder of your photos, one subfolder per class "
+                "(root/<class>/<image>)"
+            )
+        folders = sorted(p for p in self.root.iterdir() if p.is_dir())
         refuse_overlapping(self.root, folders)
         files = {folder.name: list_images(folder) for folder in folders}
         classes = [name for name, paths in files.items() if paths]

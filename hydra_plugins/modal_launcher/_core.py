@@ -22,8 +22,9 @@ from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrid
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from cats_model.atomic import atomic_write_text
-from cats_model.cloud.sweep_summary import summary_row, write_summary
-from cats_model.errors import UserError
+from cats_model.cloud.sweep_folder import removed_if_nothing_ran
+from cats_model.cloud.sweep_summary import JobFailed, count_jobs, failed_jobs, summary_row, write_summary
+from cats_model.errors import UserError, exit_on_user_error
 from cats_model.system import in_fresh_process
 
 log = logging.getLogger(__name__)
@@ -43,13 +44,24 @@ def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: in
     configure_log(launcher.config.hydra.hydra_logging, launcher.config.hydra.verbose)
     sweep_dir = Path(str(launcher.config.hydra.sweep.dir)).absolute()
     sweep_dir.mkdir(parents=True, exist_ok=True)
-    log.info(
-        "Launching %d jobs on %s, %d at a time", len(job_overrides), launcher.backend, launcher.max_parallel
-    )
+    # The sweep's own errors end on one line (Hydra would add its traceback hint); one that stops the sweep
+    # before any job ran also leaves no folder.
+    with exit_on_user_error(exit_code=1), removed_if_nothing_ran(sweep_dir):
+        return _launch(launcher, job_overrides, initial_job_idx, sweep_dir)
 
+
+def announce(launcher, jobs: list["Job"]) -> None:
+    """Hydra's launch lines, said once the jobs really start (not before a one-line error that stops them)."""
+    log.info(
+        "Launching %s on %s, %d at a time", count_jobs(len(jobs)), launcher.backend, launcher.max_parallel
+    )
+    for job in jobs:
+        log.info("\t#%d : %s", job.idx, " ".join(filter_overrides(job.overrides)))
+
+
+def _launch(launcher, job_overrides, initial_job_idx: int, sweep_dir: Path) -> list[JobReturn]:
     jobs = []
     for idx, overrides in enumerate(job_overrides, start=initial_job_idx):
-        log.info("\t#%d : %s", idx, " ".join(filter_overrides(overrides)))
         # Every job's config is composed here: a bad value fails before anything is paid for.
         config = launcher.hydra_context.config_loader.load_sweep_config(launcher.config, list(overrides))
         with open_dict(config):
@@ -58,9 +70,11 @@ def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: in
         folder = sweep_dir / str(OmegaConf.select(config, "hydra.sweep.subdir"))
         jobs.append(Job(idx, list(overrides), config, folder, run_name=sweep_run_name(sweep_dir, idx)))
 
-    if is_project_app(launcher.task_function):
+    project = is_project_app(launcher.task_function)
+    if project:
         returns, cost = run_train_calls(launcher, jobs, sweep_dir)
     elif launcher.backend == "local":
+        announce(launcher, jobs)
         returns, cost = run_task_in_processes(launcher, jobs), (lambda metrics: None)
     else:
         raise UserError(
@@ -69,9 +83,15 @@ def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: in
 
     configure_log(launcher.config.hydra.hydra_logging, launcher.config.hydra.verbose)
     launcher.summary_rows += [
-        summary_row(job.idx, job.overrides, ret, cost) for job, ret in zip(jobs, returns)
+        summary_row(job.idx, job.overrides, ret, cost, run_dir=run_folder(launcher, job) if project else None)
+        for job, ret in zip(jobs, returns)
     ]
     print(write_summary(sweep_dir, launcher.summary_rows), flush=True)
+    # Hydra's grid sweeper would end on the first failed job with its own lines: one line of ours instead.
+    # (Optuna and other sweepers decide themselves what a failed trial means: they get the JobReturns.)
+    if OmegaConf.select(launcher.config, "hydra.sweeper._target_", default="").endswith(".BasicSweeper"):
+        if failed := failed_jobs(launcher.summary_rows):
+            raise failed
     return returns
 
 
@@ -80,6 +100,16 @@ def is_project_app(task_function) -> bool:
     code = getattr(task_function, "__code__", None)  # a task can also be a callable object
     train_file = importlib.util.find_spec("cats_model.train").origin  # found without importing torch
     return code is not None and Path(code.co_filename).resolve() == Path(train_file).resolve()
+
+
+def run_folder(launcher, job: "Job") -> str:
+    """Where a job of cats_model.train keeps its files: its run in the outputs folder (backend=local), or on the
+    outputs volume as the container names it (as a finished job's metrics.json does)."""
+    if launcher.backend == "local":
+        return str(Path(job.config.paths.log_dir) / "runs" / job.run_name)
+    from cats_model.cloud.settings import load_settings
+
+    return f"{load_settings().volume('outputs')[1]}/runs/{job.run_name}"
 
 
 def sweep_name(sweep_dir: Path) -> str:
@@ -134,20 +164,21 @@ def run_train_calls(launcher, jobs: list[Job], sweep_dir: Path) -> tuple[list[Jo
     todo = [job for job in jobs if results[job.idx] is None]
     if len(todo) < len(jobs):
         print(
-            f"sweep {sweep}: {len(jobs) - len(todo)} of {len(jobs)} jobs finished earlier with the same overrides "
+            f"sweep {sweep}: {len(jobs) - len(todo)} of {count_jobs(len(jobs))} finished earlier with the same overrides "
             "in this sweep folder; their results are reused",
             flush=True,
         )
     if todo:
         with calls.running():
+            announce(launcher, todo)
             calls.prepare_data([plans[job.idx][0] for job in todo])  # made once, before any job starts
             ids = {}
             for job in todo:
                 overrides, call = plans[job.idx]
                 ids[job.idx] = calls.submit(overrides, job.run_name, call)
-            hint = f"; its table at any time: python -m cats_model.cloud summary {sweep}"
             print(
-                f"sweep {sweep}: {len(todo)} jobs submitted{hint if launcher.backend == 'modal' else ''}",
+                f"sweep {sweep}: {count_jobs(len(todo))} submitted; its table at any time: "
+                f"python -m cats_model.cloud summary {sweep}",
                 flush=True,
             )
             for job in todo:
@@ -192,8 +223,8 @@ def _replay(result: dict | BaseException, metric: str | None) -> Callable[[DictC
     """A task function that reports a finished call as if the job had run here."""
 
     def task(cfg: DictConfig):
-        if isinstance(result, BaseException):
-            raise result
+        if isinstance(result, BaseException):  # one line after the table, not a traceback
+            raise JobFailed(" ".join(str(result).split())) from result
         if "error" in result:
             raise UserError(result["error"])
         out = Path(HydraConfig.get().runtime.output_dir)
