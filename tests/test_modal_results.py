@@ -23,7 +23,7 @@ def volume(module_modal_service):
     assert result.returncode == 0, result.stderr[-3000:]
     [call] = module_modal_service.calls_of("train")
     assert call.function.option("resources").gpu_config.gpu_type == load_settings().train["gpu"]
-    assert "fetch it into ./runs/day/:  python -m cats_model.cloud fetch day" in result.stdout
+    assert "  python -m cats_model.cloud fetch day" in result.stdout
     return module_modal_service.volume_path("cats-model-outputs")
 
 

@@ -6,6 +6,7 @@ from cats_model.cloud.remote import fresh_run_name
 from cats_model.cloud.settings import load_settings
 from cats_model.config import compose_train_config
 from cats_model.errors import UserError, exit_on_user_error
+from cats_model.run_summary import summary_block
 from cats_model.validation import check_values
 
 
@@ -35,25 +36,23 @@ def run_single(args, calls) -> dict:
                 raise UserError(f"run {run_name} failed: {err}") from err
         if "error" in result:
             raise UserError(result["error"])
-    print(report(result, settings))
+    print(report(result, overrides, settings))
     return result
 
 
-def report(result: dict, settings=None) -> str:
-    """The run's name, its final metrics, its cost, and the commands that fetch and continue it."""
+def report(result: dict, overrides: list[str] = (), settings=None) -> str:
+    """The run's name, its final metrics and cost, then the block every run ends with (run_summary): where its
+    files are on the outputs volume and the commands that fetch, use and continue it."""
     settings = settings or load_settings()
     name, seconds = result["run_name"], result.get("container_s") or 0
     calls = result.get("calls", 1)
     cost = settings.cost(seconds, result.get("gpu"))
-    return "\n".join(
-        [
-            f"run {name} finished: epoch {result.get('epoch')}, val/acc_best {_fmt(result.get('val/acc_best'))}, "
-            f"test/acc {_fmt(result.get('test/acc'))}, {seconds:.0f} s in {calls} call{'s' * (calls > 1)}, "
-            f"about ${cost:.2f} on {result.get('gpu')}",
-            f"fetch it into ./runs/{name}/:  python -m cats_model.cloud fetch {name}",
-            f"continue this run:  modal run launch/modal_app.py -- run_name={name} trainer.max_epochs=N",
-        ]
+    finished = (
+        f"run {name} finished: epoch {result.get('epoch')}, val/acc_best {_fmt(result.get('val/acc_best'))}, "
+        f"test/acc {_fmt(result.get('test/acc'))}, {seconds:.0f} s in {calls} call{'s' * (calls > 1)}, "
+        f"about ${cost:.2f} on {result.get('gpu')}"
     )
+    return "\n".join([finished, summary_block(result, list(overrides), modal_run=name)])
 
 
 def _fmt(value) -> str:
