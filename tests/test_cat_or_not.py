@@ -1,0 +1,35 @@
+"""The cat-or-not threshold and report (cats_model.cat_or_not), on numbers small enough to check by hand."""
+
+import pytest
+import torch
+
+from cats_model.cat_or_not import DOG, NEGATIVE, choose_threshold, report, verdict
+
+
+def test_the_threshold_keeps_all_but_the_allowed_cats_with_the_widest_margin():
+    cats = torch.arange(100, dtype=torch.float) / 10  # cat logits 0.0 .. 9.9
+    dogs = torch.tensor([-5.0, -3.0, 0.05, 0.5])
+    logits = torch.cat([cats, dogs])
+    labels = torch.tensor([0] * 100 + [DOG] * 4)
+    threshold = choose_threshold(logits, labels, max_false_reject=0.02)
+    # 2 of 100 cats may be rejected: the third lowest (0.2) must stay; the likeliest dog under it is 0.05
+    assert threshold == pytest.approx(torch.sigmoid(torch.tensor(0.125)).item())
+    figures = report(logits.sigmoid(), labels, threshold)
+    assert figures["cat_recall"] == pytest.approx(0.98) and figures["dog_rejection"] == 0.75  # 0.5: above a kept cat
+    assert 0.9 < figures["cat_auroc"] < 1
+    # no not-cat below: the threshold sits on the cat it must keep; none allowed: on the lowest cat
+    assert choose_threshold(cats, torch.zeros(100, dtype=torch.long), 0.02) == pytest.approx(
+        torch.sigmoid(torch.tensor(0.2)).item()
+    )
+    assert choose_threshold(logits, labels, 0.0) == pytest.approx(torch.sigmoid(torch.tensor(-1.5)).item())
+
+
+def test_the_report_names_each_kind_of_not_cat_it_saw():
+    scores = torch.tensor([0.9, 0.6, 0.1, 0.7, 0.2, 0.3])
+    labels = torch.tensor([0, 1, DOG, DOG, NEGATIVE, NEGATIVE])
+    assert report(scores, labels, 0.5) == pytest.approx(
+        {"cat_recall": 1.0, "dog_rejection": 0.5, "negative_rejection": 1.0, "cat_auroc": 7 / 8}
+    )
+    assert set(report(scores[:2], labels[:2], 0.5)) == {"cat_recall"}  # no not-cats: no rejection, no AUROC
+    assert verdict(0.03, 0.6) == {"is_cat": False, "cat_probability": 0.03}
+    assert verdict(0.6, 0.6)["is_cat"]
