@@ -1,4 +1,7 @@
-"""The cat-or-not threshold and report (cats_model.cat_or_not), on numbers small enough to check by hand."""
+"""The cat-or-not threshold and report (cats_model.cat_or_not) on numbers small enough to check by hand; the bench
+that trains a model with and without the cat-or-not head side by side."""
+
+import json
 
 import pytest
 import torch
@@ -15,7 +18,9 @@ def test_the_threshold_keeps_all_but_the_allowed_cats_with_the_widest_margin():
     # 2 of 100 cats may be rejected: the third lowest (0.2) must stay; the likeliest dog under it is 0.05
     assert threshold == pytest.approx(torch.sigmoid(torch.tensor(0.125)).item())
     figures = report(logits.sigmoid(), labels, threshold)
-    assert figures["cat_recall"] == pytest.approx(0.98) and figures["dog_rejection"] == 0.75  # 0.5: above a kept cat
+    assert (
+        figures["cat_recall"] == pytest.approx(0.98) and figures["dog_rejection"] == 0.75
+    )  # 0.5: above a kept cat
     assert 0.9 < figures["cat_auroc"] < 1
     # no not-cat below: the threshold sits on the cat it must keep; none allowed: on the lowest cat
     assert choose_threshold(cats, torch.zeros(100, dtype=torch.long), 0.02) == pytest.approx(
@@ -33,3 +38,21 @@ def test_the_report_names_each_kind_of_not_cat_it_saw():
     assert set(report(scores[:2], labels[:2], 0.5)) == {"cat_recall"}  # no not-cats: no rejection, no AUROC
     assert verdict(0.03, 0.6) == {"is_cat": False, "cat_probability": 0.03}
     assert verdict(0.6, 0.6)["is_cat"]
+
+
+@pytest.mark.slow
+def test_the_cat_head_bench_trains_both_models_side_by_side(tmp_path, capsys):
+    from helpers import FAST
+
+    from cats_model.bench.cli import main
+
+    out = tmp_path / "bench-cat-head.json"
+    results = main(["cat-head", *FAST, "--json", str(out)])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(results))
+    both, breeds = results["runs"]["breeds + cat-or-not"], results["runs"]["breeds only"]
+    assert {"test/cat_recall", "test/dog_rejection", "test/cat_auroc", "cat_threshold"} <= set(both)
+    assert not any("cat" in key for key in breeds)  # data.dogs=false: a breed-only model
+    assert both["epoch"] == breeds["epoch"] == 1  # trained the same way
+    assert results["breed_accuracy_difference"] == both["test/acc"] - breeds["test/acc"]
+    table = capsys.readouterr().out
+    assert "| breeds only |" in table and "breed accuracy with the cat-or-not head minus without: " in table

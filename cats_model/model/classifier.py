@@ -54,6 +54,8 @@ class CatClassifier(L.LightningModule):
     ):
         super().__init__()
         self.save_hyperparameters()
+        if cat_head and cat_threshold is None:  # until a validation chooses one
+            self.hparams.cat_threshold = cat_or_not.DEFAULT_THRESHOLD
         num_classes = len(class_names)
         self.net = build_backbone(backbone, num_classes + int(cat_head), pretrained, weights_dir)
         self.loss = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
@@ -80,10 +82,7 @@ class CatClassifier(L.LightningModule):
     @property
     def cat_threshold(self) -> float | None:
         """P(cat) at or above which a photo is a cat; None for a breed-only model."""
-        if not self.hparams.cat_head:
-            return None
-        threshold = self.hparams.cat_threshold
-        return cat_or_not.DEFAULT_THRESHOLD if threshold is None else float(threshold)
+        return float(self.hparams.cat_threshold) if self.hparams.cat_head else None
 
     def heads(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(breed logits (N, classes), cat-or-not logit (N,) or None without a cat head), in one pass."""
@@ -99,12 +98,12 @@ class CatClassifier(L.LightningModule):
         return self.heads(images)[0]
 
     def _step(self, batch, stage: str):
-        """Both heads' losses summed, the breed logits and labels of the cats, and P(cat) kept for the epoch."""
+        """Both heads' losses summed, the breed logits and labels of the cats; the cat logits kept for the epoch."""
         images, labels = batch
         breed_logits, cat_logit = self.heads(images)
         cats = cat_or_not.is_cat(labels)
         breed_logits, breed_labels = breed_logits[cats], labels[cats]
-        # A batch without cats (rare: most of a batch is cats) teaches the cat head only.
+        # A batch without cats (possible where dogs outnumber them, as in Oxford) teaches the cat head only.
         loss = self.loss(breed_logits, breed_labels) if len(breed_labels) else breed_logits.sum()
         if cat_logit is not None:
             cat_loss = self.cat_loss(cat_logit, cats.float())

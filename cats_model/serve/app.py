@@ -16,6 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
+from cats_model.cat_or_not import verdict
 from cats_model.inference import Model, describe, image_error, read_image, sidecar_path, top_k
 from cats_model.serve import PAGE_DIR
 from cats_model.serve.batcher import Batcher
@@ -54,12 +55,14 @@ def known_metrics(model: Model) -> dict | None:
     return {key: guard[key] for key in ("accuracy_fp32", "accuracy_int8", "agreement")} if guard else None
 
 
+def answer_batch(model: Model, images: list[torch.Tensor]) -> list[tuple[np.ndarray, float | None]]:
+    """One forward pass for the batcher: per image, the breeds' probabilities and P(cat) (None: no cat head)."""
+    breeds, cats = model.answers(torch.stack(images))
+    return list(zip(breeds, [None] * len(breeds) if cats is None else cats.tolist()))
+
+
 def create_app(model: Model, options: ServeOptions = ServeOptions()) -> FastAPI:
-    batcher = Batcher(
-        lambda images: list(model.probabilities(torch.stack(images))),
-        options.max_batch_size,
-        options.max_wait_ms,
-    )
+    batcher = Batcher(lambda images: answer_batch(model, images), options.max_batch_size, options.max_wait_ms)
     about = {**describe(model), "metrics": known_metrics(model), "limits": asdict(options)}
 
     @asynccontextmanager
@@ -115,12 +118,16 @@ def create_app(model: Model, options: ServeOptions = ServeOptions()) -> FastAPI:
                     image = await decode(file, name, model)
                 return await batcher(image)
 
-            probabilities = await asyncio.gather(*(classify(f, name) for f, name in zip(files, names)))
-        rows = top_k(np.stack(probabilities), model.info.class_names, k)
+            answers = await asyncio.gather(*(classify(f, name) for f, name in zip(files, names)))
+        rows = top_k(np.stack([breeds for breeds, _ in answers]), model.info.class_names, k)
+        results = [{"name": name, "predictions": row} for name, row in zip(names, rows)]
+        for result, (_, cat) in zip(results, answers):
+            if cat is not None:
+                result.update(verdict(cat, model.info.cat_threshold))
         return {
             "model": {key: about[key] for key in ("backbone", "kind", "file")},
             "elapsed_ms": round((time.perf_counter() - started) * 1000, 1),
-            "results": [{"name": name, "predictions": row} for name, row in zip(names, rows)],
+            "results": results,
         }
 
     return app
