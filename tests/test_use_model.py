@@ -382,6 +382,32 @@ def test_export_refuses_what_it_cannot_write_or_calibrate_in_one_line(trained, t
     ]
 
 
+def test_a_checkpoint_from_before_the_cat_head_predicts_and_exports_as_before(trained, tmp_path):
+    import onnxruntime
+    import torch
+
+    run_dir, metrics = trained
+    checkpoint = torch.load(metrics["best_model_path"], map_location="cpu", weights_only=True)
+    for key in ("cat_head", "max_false_reject", "cat_threshold"):  # hyper-parameters it did not have then
+        del checkpoint["hyper_parameters"][key]
+    for key in [k for k in checkpoint["state_dict"] if k.startswith("net.classifier.3.")]:
+        checkpoint["state_dict"][key] = checkpoint["state_dict"][key][:12]  # one output per breed
+    older = tmp_path / "run" / "checkpoints" / "older.ckpt"
+    older.parent.mkdir(parents=True)
+    torch.save(checkpoint, older)
+    dog = held_out_dogs(tmp_path)[0]
+    rows = predict_json(older, [dog])
+    assert set(rows[0]) == {"path", "predictions"}  # breeds only, as before, even for a dog
+    table = run("cats_model.predict", str(older), dog)
+    assert table.stdout.split()[1] == rows[0]["predictions"][0]["label"]
+    out = tmp_path / "older.onnx"
+    assert run("cats_model.export", str(older), "--out", str(out)).returncode == 0
+    session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    assert [o.name for o in session.get_outputs()] == ["logits"]
+    assert json.loads(out.with_suffix(".json").read_text())["cat_threshold"] is None
+    assert set(predict_json(out, [dog])[0]) == {"path", "predictions"}
+
+
 def test_wrong_predict_arguments_are_one_line_each(trained):
     checkpoint = trained[1]["best_model_path"]
     for args, expected in (
