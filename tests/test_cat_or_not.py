@@ -56,3 +56,29 @@ def test_the_cat_head_bench_trains_both_models_side_by_side(tmp_path, capsys):
     assert results["breed_accuracy_difference"] == both["test/acc"] - breeds["test/acc"]
     table = capsys.readouterr().out
     assert "| breeds only |" in table and "breed accuracy with the cat-or-not head minus without: " in table
+
+
+@pytest.mark.slow
+def test_a_negatives_folder_trains_the_cat_head_and_is_reported(tmp_path):
+    from helpers import FAST, fast_without
+    from PIL import Image
+
+    from cats_model.config import compose_train_config
+    from cats_model.errors import UserError
+    from cats_model.train import train
+
+    negatives = tmp_path / "no cats"
+    negatives.mkdir()
+    for i in range(20):  # grey squares: nothing like a cat
+        Image.new("RGB", (48, 48), (10 * i, 10 * i, 10 * i)).save(negatives / f"{i}.jpg")
+    overrides = [
+        *fast_without("data.synthetic.dog_breeds"),
+        "data.synthetic.dog_breeds=0",
+        f"data.negatives={negatives}",
+    ]
+    metrics = train(compose_train_config(overrides, tmp_path / "run"))
+    assert len(metrics["classes"]) == 12  # still the breeds; the negatives are no class
+    assert 0 <= metrics["test/negative_rejection"] <= 1 and "test/dog_rejection" not in metrics
+    assert 0 <= metrics["cat_threshold"] <= 1
+    with pytest.raises(UserError, match=r"^data.negatives=\S+/nowhere: no such folder"):
+        train(compose_train_config([*FAST, f"data.negatives={tmp_path / 'nowhere'}"], tmp_path / "other"))
