@@ -110,7 +110,9 @@ def test_the_api_says_whether_a_photo_shows_a_cat_as_predict_does(client, traine
         assert result["cat_probability"] == pytest.approx(verdicts[path]["cat_probability"], abs=1e-5)
         assert len(result["predictions"]) == 3  # the breeds all the same, for whoever wants them
     metrics = json.loads((Path(checkpoint).parent.parent / "metrics.json").read_text())
-    assert client.get("/model").json()["cat_threshold"] == pytest.approx(metrics["cat_threshold"])
+    about = client.get("/model").json()
+    assert about["cat_threshold"] == pytest.approx(metrics["cat_threshold"])
+    assert about["metrics"]["test/dog_rejection"] == metrics["test/dog_rejection"]
 
 
 def bad_files(folder: Path) -> dict[str, bytes]:

@@ -23,7 +23,8 @@ from cats_model.serve.batcher import Batcher
 from cats_model.serve.body_limit import BodyLimit
 from cats_model.system import available_cpus
 
-RUN_METRICS = ("val/acc_best", "test/acc", "test/acc_macro", "test/f1", "epoch")
+RUN_METRICS = ("val/acc_best", "test/acc", "test/acc_macro", "test/f1", "epoch", "test/cat_recall",
+               "test/dog_rejection", "test/negative_rejection", "test/cat_auroc")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,8 @@ def known_metrics(model: Model) -> dict | None:
         return {key: metrics[key] for key in RUN_METRICS if key in metrics}
     sidecar = json.loads(sidecar_path(model.path).read_text())
     guard = sidecar.get("int8")
-    return {key: guard[key] for key in ("accuracy_fp32", "accuracy_int8", "agreement")} if guard else None
+    kept = ("accuracy_fp32", "accuracy_int8", "agreement", "cat_agreement")
+    return {key: guard[key] for key in kept if key in guard} if guard else None
 
 
 def answer_batch(model: Model, images: list[torch.Tensor]) -> list[tuple[np.ndarray, float | None]]:
