@@ -1,8 +1,9 @@
 """Using a trained model, the one way predict, serve, export's accuracy guard and the bench all go through.
 
 A model is a checkpoint (PyTorch) or an exported `.onnx` with its sidecar JSON (onnxruntime on the CPU). Both
-offer the same `ModelInfo` (class names, backbone, image size, normalisation), checked here once, and the same
-`probabilities(batch)`. Images are prepared by `read_image` alone: the eval transform with the model's values.
+offer the same `ModelInfo` (class names, backbone, image size, normalisation, the cat-or-not threshold), checked
+here once, and the same `probabilities(batch)` and `answers(batch)` (the breeds and, with a cat-or-not head,
+P(cat)). Images are prepared by `read_image` alone: the eval transform with the model's values.
 """
 
 import hashlib
