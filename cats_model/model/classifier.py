@@ -156,8 +156,9 @@ class CatClassifier(L.LightningModule):
         # Set before the checkpoint callbacks save (on_validation_end): each checkpoint holds its own threshold.
         threshold = cat_or_not.choose_threshold(logits, labels, self.hparams.max_false_reject)
         self.hparams.cat_threshold = threshold
+        # The same on every process (gathered): sync_dist only says so to Lightning, averaging equal values.
         for key, value in cat_or_not.report(logits.sigmoid(), labels, threshold).items():
-            self.log(f"val/{key}", value)
+            self.log(f"val/{key}", value, sync_dist=True)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         # Testing the best checkpoint loads its weights into this module: its threshold goes with them.
@@ -176,7 +177,7 @@ class CatClassifier(L.LightningModule):
         if self._cat_logits:
             logits, labels = self._epoch_cat_logits()
             for key, value in cat_or_not.report(logits.sigmoid(), labels, self.cat_threshold).items():
-                self.log(f"test/{key}", value)
+                self.log(f"test/{key}", value, sync_dist=True)
             self.test_report["cat_threshold"] = self.cat_threshold
             self.test_report["max_false_reject"] = self.hparams.max_false_reject
 
