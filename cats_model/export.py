@@ -17,6 +17,7 @@ import torch
 from cats_model.atomic import atomic_path
 from cats_model.errors import UserError, exit_on_user_error
 from cats_model.inference import (
+    ONNX_CAT_OUTPUT,
     ONNX_INPUT,
     ONNX_OUTPUT,
     TorchModel,
@@ -33,13 +34,37 @@ TOLERANCE = 1e-4
 
 def preprocessing(model: TorchModel) -> dict:
     info = model.info
-    return {
+    described = {
         **info.as_dict(),
         "resize": resize_side(info),
         "crop": "center",
         "input": "float32 RGB, NCHW, scaled to [0, 1], then (x - mean) / std",
         "output": "logits, one per class name",
     }
+    if info.cat_threshold is not None:
+        described["cat_output"] = (
+            f"{ONNX_CAT_OUTPUT}: P(cat) is its sigmoid; a cat when P(cat) >= cat_threshold"
+        )
+    return described
+
+
+class BothAnswers(torch.nn.Module):
+    """A classifier with a cat-or-not head as ONNX sees it: two outputs, the breed logits and the cat logit."""
+
+    def __init__(self, classifier: torch.nn.Module):
+        super().__init__()
+        self.classifier = classifier
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.classifier.heads(images)
+
+
+def onnx_graph(model: TorchModel) -> tuple[torch.nn.Module, list[str]]:
+    """The module to export and the names of its outputs: the breed logits, and the cat logit where there is one."""
+    module = model.module.cpu()
+    if model.info.cat_threshold is None:
+        return module, [ONNX_OUTPUT]
+    return BothAnswers(module).eval(), [ONNX_OUTPUT, ONNX_CAT_OUTPUT]
 
 
 def check_out(out: Path) -> Path:
@@ -64,14 +89,14 @@ def export_fp32(model: TorchModel, target: Path, opset: int) -> dict:
     logit, after checking the one against the other."""
     import onnxruntime
 
-    module, size = model.module.cpu(), model.info.image_size
+    (module, outputs), size = onnx_graph(model), model.info.image_size
     batch = torch.export.Dim("batch", min=1, max=4096)
     torch.onnx.export(
         module,
         (torch.randn(2, 3, size, size),),
         str(target),
         input_names=[ONNX_INPUT],
-        output_names=[ONNX_OUTPUT],
+        output_names=outputs,
         dynamic_shapes=({0: batch},),
         opset_version=opset,
         dynamo=True,
@@ -83,10 +108,11 @@ def export_fp32(model: TorchModel, target: Path, opset: int) -> dict:
     for count in (1, 5):  # two sizes: the batch axis really is dynamic
         images = torch.randn(count, 3, size, size, generator=torch.Generator().manual_seed(count))
         with torch.no_grad():
-            expected = module(images).numpy()
-        (actual,) = session.run(None, {ONNX_INPUT: images.numpy()})
-        worst = max(worst, float(np.abs(actual - expected).max()))
-        scale = max(scale, float(np.abs(expected).max()))
+            expected = module(images)
+        expected = expected if isinstance(expected, tuple) else (expected,)  # one tensor per output
+        for want, got in zip(expected, session.run(outputs, {ONNX_INPUT: images.numpy()})):
+            worst = max(worst, float(np.abs(got - want.numpy()).max()))
+            scale = max(scale, float(np.abs(want.numpy()).max()))
     allowed = TOLERANCE * max(1.0, scale)
     if not worst <= allowed:
         raise UserError(
@@ -165,6 +191,8 @@ def main(argv: list[str] | None = None) -> None:
             f"int8: top-1 {q['accuracy_int8']:.4f} vs fp32 {q['accuracy_fp32']:.4f}, agreement {q['agreement']:.4f} "
             f"on {q['eval']['images']} images; {q['fp32_bytes'] / 1e6:.1f} MB -> {q['int8_bytes'] / 1e6:.1f} MB"
         )
+        if "cat_agreement" in q:
+            summary += f"; cat-or-not agreement {q['cat_agreement']:.4f} on {q['cat_images']} images"
     print(f"wrote {args.out} and {sidecar_path(args.out)} ({summary})")
 
 

@@ -1,8 +1,9 @@
 """Using a trained model, the one way predict, serve, export's accuracy guard and the bench all go through.
 
 A model is a checkpoint (PyTorch) or an exported `.onnx` with its sidecar JSON (onnxruntime on the CPU). Both
-offer the same `ModelInfo` (class names, backbone, image size, normalisation), checked here once, and the same
-`probabilities(batch)`. Images are prepared by `read_image` alone: the eval transform with the model's values.
+offer the same `ModelInfo` (class names, backbone, image size, normalisation, the cat-or-not threshold), checked
+here once, and the same `probabilities(batch)` and `answers(batch)` (the breeds and, with a cat-or-not head,
+P(cat)). Images are prepared by `read_image` alone: the eval transform with the model's values.
 """
 
 import hashlib
@@ -28,6 +29,7 @@ IMAGE_SIZES = RANGES["data.image_size"]  # what training accepts; outside is a c
 MAX_CLASSES = 100_000
 MAX_CLASS_NAME = 200  # characters
 ONNX_INPUT, ONNX_OUTPUT = "image", "logits"
+ONNX_CAT_OUTPUT = "cat_logit"  # of a model with a cat-or-not head: P(cat) is its sigmoid
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,7 @@ class ModelInfo:
     image_size: int
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+    cat_threshold: float | None = None  # a model with a cat-or-not head: a photo is a cat when P(cat) >= this
 
     def as_dict(self) -> dict:
         return {
@@ -72,12 +75,18 @@ def checked_info(values: dict, source: str | Path) -> ModelInfo:
             refuse(f"{key}={triple!r:.80} (expected three numbers from {low} to {high})")
     if not isinstance(values.get("backbone"), str) or len(values["backbone"]) > MAX_CLASS_NAME:
         refuse(f"backbone={values.get('backbone')!r:.80}")
+    threshold = values.get("cat_threshold")
+    if threshold is not None and not (
+        isinstance(threshold, int | float) and not isinstance(threshold, bool) and 0 <= threshold <= 1
+    ):
+        refuse(f"cat_threshold={threshold!r:.40} (expected a probability from 0 to 1)")
     return ModelInfo(
         tuple(names),
         values["backbone"],
         size,
         tuple(map(float, values["mean"])),
         tuple(map(float, values["std"])),
+        None if threshold is None else float(threshold),
     )
 
 
@@ -95,6 +104,10 @@ class Model(Protocol):
         """Softmax over the classes for a batch of prepared images (N, 3, size, size): (N, classes) float32."""
         ...
 
+    def answers(self, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
+        """From one forward pass: `probabilities`, and P(cat) (N,) float32 or None for a breed-only model."""
+        ...
+
 
 class TorchModel:
     kind = "checkpoint"
@@ -104,12 +117,18 @@ class TorchModel:
 
         self.path, self.device = path, device
         self.module = load_classifier(path, device).float()
-        self.info = checked_info(dict(self.module.hparams), path)
+        self.info = checked_info({**self.module.hparams, "cat_threshold": self.module.cat_threshold}, path)
 
     def probabilities(self, images: torch.Tensor) -> np.ndarray:
         with torch.inference_mode():
             logits = self.module(images.to(self.device)).float()
         return checked_output(self, len(images), logits.softmax(dim=1).cpu().numpy())
+
+    def answers(self, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
+        with torch.inference_mode():
+            breeds, cat = self.module.heads(images.to(self.device))
+            cat = None if cat is None else cat.float().sigmoid().cpu().numpy()
+            return breeds.float().softmax(dim=1).cpu().numpy(), cat
 
 
 class OnnxModel:
@@ -134,7 +153,13 @@ class OnnxModel:
         """An exported model, described by the sidecar JSON beside it."""
         sidecar = read_sidecar(path)
         info = checked_info(sidecar, sidecar_path(path))
-        return cls(path, info, "onnx-int8" if sidecar.get("int8") else "onnx", threads)
+        model = cls(path, info, "onnx-int8" if sidecar.get("int8") else "onnx", threads)
+        outputs = [output.name for output in model.session.get_outputs()]
+        if info.cat_threshold is not None and ONNX_CAT_OUTPUT not in outputs:
+            raise UserError(
+                f"{path} has no {ONNX_CAT_OUTPUT} output, though its sidecar gives a cat_threshold"
+            )
+        return model
 
     def probabilities(self, images: torch.Tensor) -> np.ndarray:
         (logits,) = self.session.run([ONNX_OUTPUT], {ONNX_INPUT: images.numpy()})
@@ -176,10 +201,20 @@ def probed(model: Model) -> Model:
         ) from err
     return model
 
+    def answers(self, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
+        if self.info.cat_threshold is None:
+            return self.probabilities(images), None
+        logits, cat = self.session.run([ONNX_OUTPUT, ONNX_CAT_OUTPUT], {ONNX_INPUT: images.numpy()})
+        return softmax(logits), sigmoid(cat)
+
 
 def softmax(logits: np.ndarray) -> np.ndarray:
     shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
     return (shifted / shifted.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def sigmoid(logits: np.ndarray) -> np.ndarray:
+    return (1 / (1 + np.exp(-logits.astype(np.float64)))).astype(np.float32)
 
 
 def sidecar_path(onnx_path: Path) -> Path:

@@ -7,20 +7,25 @@ import argparse
 import json
 import sys
 
+from cats_model.cat_or_not import verdict
 from cats_model.data.images import image_files
 from cats_model.errors import UserError, exit_on_user_error
 from cats_model.inference import Model, check_top_k, load_model, printable, read_images, top_k
 
 
 def predict_files(model: Model, files: list[str], k: int = 3, batch_size: int = 32) -> list[dict]:
-    """One row per file, in order: {"path", "predictions": [{"label", "probability"}...]} or {"path", "error"}."""
+    """One row per file, in order: {"path", "predictions": [{"label", "probability"}...]} or {"path", "error"};
+    a model with a cat-or-not head adds "is_cat" and "cat_probability" to each prediction row."""
     rows = {}
     for start in range(0, len(files), batch_size):
         read, batch, errors = read_images(files[start : start + batch_size], model.info)
         rows.update({path: {"path": path, "error": reason} for path, reason in errors.items()})
         if batch is not None:
-            for path, guesses in zip(read, top_k(model.probabilities(batch), model.info.class_names, k)):
+            breeds, cats = model.answers(batch)
+            for i, (path, guesses) in enumerate(zip(read, top_k(breeds, model.info.class_names, k))):
                 rows[path] = {"path": path, "predictions": guesses}
+                if cats is not None:
+                    rows[path].update(verdict(cats[i], model.info.cat_threshold))
     return [rows[path] for path in files]
 
 
@@ -39,6 +44,8 @@ def format_table(rows: list[dict]) -> str:
     for path, row in zip(paths, rows):
         if "error" in row:
             lines.append(f"{path:<{width}}  {row['error']}")
+        elif row.get("is_cat") is False:  # the breeds are in --json, for whoever wants them anyway
+            lines.append(f"{path:<{width}}  not a cat (p={row['cat_probability']:.2f})")
         else:
             guesses = "  ".join(f"{printable(p['label'])} {p['probability']:.3f}" for p in row["predictions"])
             lines.append(f"{path:<{width}}  {guesses}")

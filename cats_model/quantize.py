@@ -4,7 +4,9 @@ Calibration images (a few hundred of the run's own training split, or `--calibra
 ranges; weights are quantized per output channel; the format is QDQ with uint8 activations and int8 weights,
 the combination onnxruntime runs with its integer kernels on x86 and ARM CPUs. Then the fp32 and int8 models
 classify the validation split (or `--eval DIR`, laid out as <class name>/<image>): the int8 model is refused
-when their top-1 agreement or its accuracy falls short of the thresholds.
+when their top-1 agreement or its accuracy falls short of the thresholds. A model with a cat-or-not head is held
+to the same agreement on that answer too, over every image of the split (its not-cats included); breeds are
+scored on the cats.
 
 The run's dataset is found through the checkpoint's run folder: `<run>/checkpoints/x.ckpt` was trained on the
 `data` of `<run>/.hydra/config.yaml`, resolved as when training (so CATS_MODEL_DATA_DIR moves it).
@@ -16,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cats_model.cat_or_not import is_cat
 from cats_model.data.images import image_files, list_images
 from cats_model.errors import UserError
 from cats_model.inference import ONNX_INPUT, ModelInfo, OnnxModel, TorchModel, printable, read_images
@@ -126,28 +129,37 @@ class Calibration:
 
 
 def compare(fp32: OnnxModel, int8: OnnxModel, labelled: list[tuple[str, int]]) -> dict:
-    """Top-1 accuracy of both models and how often they agree, over the readable labelled images."""
-    correct_fp32 = correct_int8 = agree = total = 0
+    """Top-1 accuracy of both models and how often they agree, over the readable labelled cats; with a cat-or-not
+    head, also how often they agree on that answer, over every readable image."""
+    correct_fp32 = correct_int8 = agree = total = cat_agree = cat_total = 0
+    threshold = fp32.info.cat_threshold
     for start in range(0, len(labelled), EVAL_BATCH):
         chunk = dict(labelled[start : start + EVAL_BATCH])
         read, batch, _ = read_images(list(chunk), fp32.info)
         if batch is None:
             continue
         labels = np.array([chunk[path] for path in read])
-        top_fp32 = fp32.probabilities(batch).argmax(axis=1)
-        top_int8 = int8.probabilities(batch).argmax(axis=1)
-        correct_fp32 += int((top_fp32 == labels).sum())
-        correct_int8 += int((top_int8 == labels).sum())
+        (breeds_fp32, cat_fp32), (breeds_int8, cat_int8) = fp32.answers(batch), int8.answers(batch)
+        cats = is_cat(labels)
+        top_fp32, top_int8 = breeds_fp32.argmax(axis=1)[cats], breeds_int8.argmax(axis=1)[cats]
+        correct_fp32 += int((top_fp32 == labels[cats]).sum())
+        correct_int8 += int((top_int8 == labels[cats]).sum())
         agree += int((top_fp32 == top_int8).sum())
-        total += len(read)
+        total += int(cats.sum())
+        if threshold is not None:
+            cat_agree += int(((cat_fp32 >= threshold) == (cat_int8 >= threshold)).sum())
+            cat_total += len(read)
     if total == 0:
         raise UserError("none of the images to check the int8 model on could be read")
-    return {
+    report = {
         "accuracy_fp32": correct_fp32 / total,
         "accuracy_int8": correct_int8 / total,
         "agreement": agree / total,
         "images": total,
     }
+    if threshold is not None:
+        report.update(cat_agreement=cat_agree / cat_total, cat_images=cat_total)
+    return report
 
 
 def quantize_onnx(fp32_path: Path, int8_path: Path, calibration: Calibration) -> None:
@@ -177,12 +189,18 @@ def quantize(
         raise UserError(f"none of the calibration images in {sets.calibration_source} could be read")
     report = compare(OnnxModel(fp32_path, model.info), OnnxModel(int8_path, model.info), sets.labelled)
     drop = report["accuracy_fp32"] - report["accuracy_int8"]
-    if report["agreement"] < options.min_agreement or drop > options.max_accuracy_drop:
+    cat_agreement = report.get("cat_agreement", 1.0)
+    if (
+        report["agreement"] < options.min_agreement
+        or drop > options.max_accuracy_drop
+        or cat_agreement < options.min_agreement
+    ):
+        cat = f", cat-or-not agreement {cat_agreement:.4f} on {report.get('cat_images')} images"
         raise UserError(
             f"int8 model refused, nothing written: top-1 agreement with fp32 {report['agreement']:.4f} "
             f"(--min-agreement {options.min_agreement}), accuracy {report['accuracy_int8']:.4f} vs fp32 "
             f"{report['accuracy_fp32']:.4f} (--max-accuracy-drop {options.max_accuracy_drop}) on "
-            f"{report['images']} images of {sets.eval_source}"
+            f"{report['images']} images of {sets.eval_source}{cat if 'cat_agreement' in report else ''}"
         )
     return {
         "calibration": {"source": sets.calibration_source, "images": calibration.used},

@@ -117,6 +117,7 @@ def fit_and_test(cfg: DictConfig, trainer_args: dict, started: float) -> dict:
     model = instantiate(
         cfg.model,
         class_names=datamodule.class_names,  # the classes come from the data, never from the config
+        cat_head=datamodule.has_not_cat,  # and so does the cat-or-not head: only where not-cats are to learn from
         image_size=datamodule.image_size,
         mean=list(datamodule.mean),
         std=list(datamodule.std),

@@ -242,6 +242,7 @@ RANGES = {
     "data.synthetic.min_size": Range(8, integer=True),
     "data.synthetic.max_size": Range(8, integer=True),
     "model.label_smoothing": Range(0, 1, open_high=True),
+    "model.max_false_reject": Range(0, 1, open_high=True),
     "optimizer.lr": POSITIVE,
     "optimizer.weight_decay": NON_NEGATIVE,
     "optimizer.momentum": Range(0, 1, open_high=True),

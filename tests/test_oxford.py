@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from cats_model.cat_or_not import DOG, NEGATIVE
 from cats_model.data.datamodule import CatBreedsDataModule, CatVsOtherDataModule, FolderDataModule
 from cats_model.data.oxford import OxfordPet, read_annotation_list
 from cats_model.data.splits import allocate, stratified_split
@@ -61,9 +62,11 @@ def test_reader_names_the_bad_line(tmp_path):
 
 
 def test_cat_breeds_uses_official_split_and_class_ids(tmp_path):
-    dm = CatBreedsDataModule(str(write_oxford_tree(tmp_path / "pets")), val_fraction=0.34, num_workers=0)
+    dm = CatBreedsDataModule(
+        str(write_oxford_tree(tmp_path / "pets")), val_fraction=0.34, num_workers=0, dogs=False
+    )
     dm.setup()
-    assert dm.class_names == ["Abyssinian", "Bengal"]
+    assert dm.class_names == ["Abyssinian", "Bengal"] and not dm.has_not_cat  # a breed-only model
     assert sorted(Path(p).stem for p, _ in dm.splits.test) == ["Abyssinian_201", "Bengal_201"]
     trainval = dm.splits.train + dm.splits.val
     assert sorted(Path(p).stem for p, _ in trainval) == sorted(
@@ -72,6 +75,35 @@ def test_cat_breeds_uses_official_split_and_class_ids(tmp_path):
     # stratified: each class gives one of its three images to validation
     assert sorted(label for _, label in dm.splits.val) == [0, 1]
     assert {Path(p).stem.rsplit("_", 1)[0]: label for p, label in trainval} == {"Abyssinian": 0, "Bengal": 1}
+
+
+def test_dogs_and_a_negatives_folder_come_along_as_not_cats(tmp_path):
+    root = write_oxford_tree(tmp_path / "pets")
+    negatives = tmp_path / "negatives" / "cars"  # any folder of images, nested or not
+    negatives.mkdir(parents=True)
+    for i in range(10):
+        Image.new("RGB", (20, 20), (i, 0, 0)).save(negatives / f"car{i}.png")
+    dm = CatBreedsDataModule(str(root), val_fraction=0.34, num_workers=0, negatives=str(negatives.parent))
+    dm.setup()
+    assert dm.class_names == ["Abyssinian", "Bengal"] and dm.has_not_cat
+    names = {part: sorted(Path(p).stem for p, label in getattr(dm.splits, part) if label == DOG)
+             for part in ("train", "val", "test")}  # fmt: skip
+    assert names["test"] == ["american_bulldog_201", "beagle_201"]  # the official split, as for the cats
+    assert sorted(names["train"] + names["val"]) == [
+        "american_bulldog_100",
+        "american_bulldog_101",
+        "beagle_1",
+    ]
+    # the negatives in the cats' proportions: 2 of the 8 cats are in the official test split, 34% of the rest in val
+    sizes = [
+        sum(label == NEGATIVE for _, label in getattr(dm.splits, part)) for part in ("train", "val", "test")
+    ]
+    assert sizes == [5, 3, 2]
+    with pytest.raises(UserError, match=r"^data.negatives=.*nowhere: no such folder"):
+        CatBreedsDataModule(str(root), num_workers=0, negatives=str(tmp_path / "nowhere")).setup()
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match=r"^data.negatives=.*empty holds no images"):
+        CatBreedsDataModule(str(root), num_workers=0, negatives=str(tmp_path / "empty")).setup()
 
 
 def test_cat_vs_other_balances_dogs_deterministically(tmp_path):

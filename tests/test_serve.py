@@ -9,29 +9,36 @@ from pathlib import Path
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from helpers import FAST
 from PIL import Image
 
 from cats_model.bench.serving import multipart, multipart_body, running_server, send
 from cats_model.config import compose_train_config
+from cats_model.data.oxford import OxfordPet
 from cats_model.inference import load_model
 from cats_model.predict import predict_files
 from cats_model.serve.app import ServeOptions, create_app
 from cats_model.serve.batcher import Batcher
-from cats_model.train import train
 
-pytestmark = pytest.mark.slow  # the module trains its model (seconds)
+pytestmark = pytest.mark.slow  # the module's model is trained (seconds)
 LIMITS = ServeOptions(max_files=4, max_megabytes=1)
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> tuple[str, list[str]]:
-    """A tiny model (FAST) and some photos of its synthetic dataset."""
-    run_dir = tmp_path_factory.mktemp("served")
-    cfg = compose_train_config([*FAST, "print_config=false"], run_dir)
-    metrics = train(cfg)
-    photos = sorted(str(p) for p in (Path(cfg.data.root) / "images").glob("[A-Z]*.jpg"))[::7][:12]
-    return metrics["best_model_path"], photos
+def trained(learned_run, test_split) -> tuple[str, list[str]]:
+    """The shared model of the synthetic data (tests/conftest.py) and some cat photos of its test split."""
+    return learned_run[1]["best_model_path"], [p for p in test_split if Path(p).name[0].isupper()][::9][:12]
+
+
+@pytest.fixture(scope="module")
+def dogs(test_split) -> list[str]:
+    """Dog photos of the model's test split: no cat to see."""
+    return [p for p in test_split if Path(p).name[0].islower()][::5]
+
+
+@pytest.fixture(scope="module")
+def test_split(tmp_path_factory) -> list[str]:
+    dataset = OxfordPet(compose_train_config(["data=synthetic"], tmp_path_factory.mktemp("cfg")).data.root)
+    return [str(dataset.image_path(record)) for record in dataset.split("test")]
 
 
 @pytest.fixture(scope="module")
@@ -80,11 +87,32 @@ def test_the_api_answers_what_predict_prints(client, trained, expected):
 
     about = client.get("/model").json()
     assert tuple(about["class_names"]) == load_model(checkpoint, "cpu").info.class_names
-    assert (about["backbone"], about["image_size"], about["kind"]) == ("mobilenet_v3_small", 32, "checkpoint")
+    assert (about["backbone"], about["image_size"], about["kind"]) == ("mobilenet_v3_small", 64, "checkpoint")
     metrics = json.loads((Path(checkpoint).parent.parent / "metrics.json").read_text())
     assert about["metrics"]["test/acc"] == metrics["test/acc"]
     assert about["limits"]["max_files"] == 4
     assert client.get("/health").json()["status"] == "ok"
+
+
+@pytest.fixture(scope="module")
+def verdicts(trained, dogs) -> dict[str, dict]:
+    """What `predict` says of the cats and dogs: is it a cat, with what probability."""
+    checkpoint, photos = trained
+    return {row["path"]: row for row in predict_files(load_model(checkpoint, "cpu"), [*photos, *dogs], k=3)}
+
+
+def test_the_api_says_whether_a_photo_shows_a_cat_as_predict_does(client, trained, dogs, verdicts):
+    checkpoint, photos = trained
+    assert not verdicts[dogs[0]]["is_cat"] and verdicts[photos[0]]["is_cat"]  # this model knows a dog
+    answer = client.post("/predict", files=files(photos[0], dogs[0])).json()
+    for result, path in zip(answer["results"], [photos[0], dogs[0]]):
+        assert result["is_cat"] == verdicts[path]["is_cat"]
+        assert result["cat_probability"] == pytest.approx(verdicts[path]["cat_probability"], abs=1e-5)
+        assert len(result["predictions"]) == 3  # the breeds all the same, for whoever wants them
+    metrics = json.loads((Path(checkpoint).parent.parent / "metrics.json").read_text())
+    about = client.get("/model").json()
+    assert about["cat_threshold"] == pytest.approx(metrics["cat_threshold"])
+    assert about["metrics"]["test/dog_rejection"] == metrics["test/dog_rejection"]
 
 
 def bad_files(folder: Path) -> dict[str, bytes]:
@@ -327,3 +355,55 @@ def test_the_page_classifies_a_chosen_photo_and_explains_a_non_image(
         "return [document.documentElement.scrollWidth, document.documentElement.clientWidth]"
     )
     assert page[0] <= page[1]  # nothing wider than a phone's screen: no sideways scrolling
+
+
+def test_the_page_says_when_a_photo_shows_no_cat_and_shows_its_breeds_on_request(
+    server, browser, trained, dogs, verdicts, tmp_path
+):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    dog, cat = dogs[0], trained[1][0]
+    assert not verdicts[dog]["is_cat"] and verdicts[cat]["is_cat"]
+    wait = WebDriverWait(browser, 60)
+    browser.set_window_size(1000, 760)
+    browser.get(server)
+    wait.until(lambda d: "mobilenet_v3_small" in d.find_element(By.ID, "model").text)
+
+    def card_of(photo: str):
+        def answered(driver):
+            for card in driver.find_elements(By.CSS_SELECTOR, "#results .card"):
+                if card.find_element(By.CLASS_NAME, "name").text == Path(
+                    photo
+                ).name and "ms on the server" in (card.find_element(By.CLASS_NAME, "message").text):
+                    return card
+            return None
+
+        return wait.until(answered)
+
+    chooser = browser.find_element(By.ID, "files")
+    chooser.send_keys(dog)
+    card = card_of(dog)
+    percent = f"{verdicts[dog]['cat_probability'] * 100:.1f}"
+    verdict = card.find_element(By.CLASS_NAME, "verdict")
+    assert verdict.is_displayed()
+    assert verdict.text == f"This does not look like a cat (cat probability {percent}%)."
+    bars, toggle = card.find_element(By.CLASS_NAME, "bars"), card.find_element(By.CLASS_NAME, "show-anyway")
+    assert not bars.is_displayed() and toggle.is_displayed() and toggle.text == "show anyway"
+    assert toggle.get_attribute("aria-expanded") == "false"
+    toggle.click()
+    assert bars.is_displayed() and toggle.get_attribute("aria-expanded") == "true"
+    breeds = [label.text for label in card.find_elements(By.CSS_SELECTOR, ".bars li .label span:first-child")]
+    assert breeds == [p["label"] for p in verdicts[dog]["predictions"]]
+    toggle.click()
+    assert not bars.is_displayed()
+
+    chooser.send_keys(cat)
+    card = card_of(cat)
+    assert card.find_element(By.CLASS_NAME, "bars").is_displayed()
+    first = card.find_element(By.CSS_SELECTOR, ".bars li .label span").text
+    assert first == verdicts[cat]["predictions"][0]["label"]
+    assert not card.find_element(By.CLASS_NAME, "verdict").is_displayed()
+    assert not card.find_element(By.CLASS_NAME, "show-anyway").is_displayed()
+    assert browser.save_screenshot(str(tmp_path / "page-not-a-cat.png"))
+    print(f"\nscreenshot of the page with a dog and a cat: {tmp_path / 'page-not-a-cat.png'}")

@@ -75,6 +75,9 @@ def test_cli_learns_synthetic_data_then_resumes_with_more_epochs(tmp_path):
     assert_no_library_noise(first)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["test/acc"] >= 0.90, metrics
+    # The synthetic dogs trained a cat-or-not head: the test split's dogs rejected, its cats kept (issue 26).
+    assert metrics["test/dog_rejection"] >= 0.95 and metrics["test/cat_recall"] >= 0.98, metrics
+    assert 0 < metrics["cat_threshold"] < 1 and metrics["max_false_reject"] == 0.02
     assert metrics["epoch"] == 10 and metrics["resumed_from"] is None
     for key in ("val/acc_best", "best_model_path", "wall_time_s", "train_images_per_sec", "per_class_acc"):
         assert metrics[key] is not None, key
@@ -146,6 +149,24 @@ def test_checkpoint_is_usable_without_the_config(tmp_path):
     images = torch.rand(2, 3, 32, 32)
     with torch.no_grad():
         assert torch.equal(load_classifier(older)(images), model(images))
+
+    # The synthetic dogs gave it a cat-or-not head, its threshold saved with it; a checkpoint from before there
+    # was one (no such hyper-parameters, one output per breed) loads as the breed-only model it is.
+    assert (
+        hparams["cat_head"]
+        and 0 < hparams["cat_threshold"] < 1
+        and model.cat_threshold == hparams["cat_threshold"]
+    )
+    for key in ("cat_head", "max_false_reject", "cat_threshold"):
+        del checkpoint["hyper_parameters"][key]
+    head = [k for k in checkpoint["state_dict"] if k.startswith("net.classifier.3.")]
+    for key in head:
+        checkpoint["state_dict"][key] = checkpoint["state_dict"][key][:12]
+    torch.save(checkpoint, older)
+    breeds_only = load_classifier(older)
+    assert breeds_only.cat_threshold is None and breeds_only.heads(images)[1] is None
+    with torch.no_grad():
+        assert torch.equal(breeds_only(images), model(images))
 
 
 @pytest.mark.slow

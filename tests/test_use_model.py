@@ -8,6 +8,7 @@ import io
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 
@@ -24,15 +25,9 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """A model trained on the default synthetic data (about 15 s on 2 cores) by the CLI, so that its run folder
-    is what a user has (.hydra/config.yaml names its dataset), and its metrics."""
-    run_dir = tmp_path_factory.mktemp("trained")
-    result = cli("cats_model.train", "data=synthetic", "data.num_workers=0", "model=mobilenet_v3_small",
-                 "model.pretrained=false", "trainer=cpu", "callbacks.progress_bar=null", "print_config=false",
-                 f"hydra.run.dir={run_dir}")  # fmt: skip
-    assert result.returncode == 0, result.stderr[-2000:]
-    return run_dir, json.loads((run_dir / "metrics.json").read_text())
+def trained(learned_run):
+    """The shared model of the default synthetic data (tests/conftest.py): its run folder and metrics."""
+    return learned_run
 
 
 def cli(module: str, *args: str) -> subprocess.CompletedProcess:
@@ -76,6 +71,27 @@ def test_predict_recognises_held_out_images_at_the_test_accuracy(trained, tmp_pa
 
     table = run("cats_model.predict", metrics["best_model_path"], str(dataset.images_dir / "Bengal_30.jpg"))
     assert table.returncode == 0 and "Bengal_30.jpg" in table.stdout
+
+
+def test_predict_says_which_photos_show_no_cat(trained, tmp_path):
+    run_dir, metrics = trained
+    dataset = OxfordPet(compose_train_config(["data=synthetic"], tmp_path).data.root)
+    test = dataset.split("test")
+    dogs = [str(dataset.image_path(r)) for r in test if r.species != CAT]
+    cats = [str(dataset.image_path(r)) for r in test if r.species == CAT]
+    rows = predict_json(metrics["best_model_path"], dogs + cats)
+    threshold = metrics["cat_threshold"]
+    assert all(row["is_cat"] == (row["cat_probability"] >= threshold) for row in rows)
+    # the test split's figures of metrics.json, from the checkpoint alone
+    rejected = [not row["is_cat"] for row in rows]
+    assert np.mean(rejected[: len(dogs)]) == pytest.approx(metrics["test/dog_rejection"], abs=1e-6)
+    assert 1 - np.mean(rejected[len(dogs) :]) == pytest.approx(metrics["test/cat_recall"], abs=1e-6)
+    dog = next(row for row in rows if not row["is_cat"])
+    table = run("cats_model.predict", metrics["best_model_path"], dog["path"], cats[0])
+    assert table.returncode == 0
+    dog_line, cat_line = table.stdout.splitlines()
+    assert dog_line.split() == [dog["path"], "not", "a", "cat", f"(p={dog['cat_probability']:.2f})"]
+    assert cat_line.split()[1] == rows[len(dogs)]["predictions"][0]["label"]  # a cat: its breeds
 
 
 def test_predict_a_folder_and_refuse_a_bad_checkpoint(trained, tmp_path):
@@ -129,9 +145,11 @@ def test_export_writes_onnx_that_matches_pytorch(trained, tmp_path):
     sidecar = json.loads(out.with_suffix(".json").read_text())
     assert sidecar["class_names"] == metrics["classes"] and sidecar["image_size"] == 64
     assert sidecar["mean"] == pytest.approx([0.485, 0.456, 0.406])
+    assert sidecar["cat_threshold"] == metrics["cat_threshold"]  # the threshold chosen on validation
     session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
-    (logits,) = session.run(None, {"image": np.zeros((3, 3, 64, 64), np.float32)})
-    assert logits.shape == (3, 12)  # a dynamic batch axis
+    assert [o.name for o in session.get_outputs()] == ["logits", "cat_logit"]  # both answers, named
+    logits, cat_logit = session.run(None, {"image": np.zeros((3, 3, 64, 64), np.float32)})
+    assert logits.shape == (3, 12) and cat_logit.shape == (3,)  # a dynamic batch axis
     assert sorted(p.name for p in out.parent.iterdir()) == ["cats.json", "cats.onnx"]
 
 
@@ -143,10 +161,8 @@ def test_export_allows_float_rounding_in_proportion_to_the_logits_and_refuses_mo
 
     run_dir, metrics = trained
     state = torch.load(metrics["best_model_path"], map_location="cpu", weights_only=True)
-    head = [key for key, value in state["state_dict"].items() if value.shape[:1] == (12,)]
-    for (
-        key
-    ) in head:  # the classifier's last layer, scaled: logits in the thousands, as confident models reach
+    head = [key for key in state["state_dict"] if key.startswith("net.classifier.3.")]  # the last layer
+    for key in head:  # scaled: logits in the thousands, as confident models reach (the cat logit's too)
         state["state_dict"][key] *= 1000
     confident = tmp_path / "confident.ckpt"
     torch.save(state, confident)
@@ -234,6 +250,11 @@ def held_out_cats(tmp_path) -> list[str]:
     return [str(dataset.image_path(r)) for r in dataset.split("test") if r.species == CAT]
 
 
+def held_out_dogs(tmp_path) -> list[str]:
+    dataset = OxfordPet(compose_train_config(["data=synthetic"], tmp_path).data.root)
+    return [str(dataset.image_path(r)) for r in dataset.split("test") if r.species != CAT]
+
+
 def predict_json(model, images) -> list[dict]:
     result = run("cats_model.predict", str(model), *images, "--json", "--top-k", "3")
     assert result.returncode == 0, result.stderr[-2000:]
@@ -260,6 +281,19 @@ def test_predict_on_onnx_fp32_and_int8_gives_the_checkpoints_rows(trained, tmp_p
     sidecar = json.loads(int8.with_suffix(".json").read_text())
     guard = sidecar["int8"]
     assert agreement >= guard["min_agreement"] == 0.98
+    # The cat-or-not answer, on cats and dogs: the same from the fp32 export, nearly always from the int8 one.
+    both = images + held_out_dogs(tmp_path)
+    answers = {kind: predict_json(model, both) for kind, model in
+               (("checkpoint", metrics["best_model_path"]), ("fp32", fp32), ("int8", int8))}  # fmt: skip
+    for row, same in zip(answers["checkpoint"], answers["fp32"]):
+        assert same["is_cat"] == row["is_cat"]
+        assert same["cat_probability"] == pytest.approx(row["cat_probability"], abs=1e-4)
+    assert (
+        np.mean([a["is_cat"] == b["is_cat"] for a, b in zip(answers["checkpoint"], answers["int8"])]) >= 0.98
+    )
+    assert (
+        guard["cat_agreement"] >= 0.98 and guard["cat_images"] == 60
+    )  # the validation split's cats and dogs
     root = compose_train_config(["data=synthetic"], tmp_path).data.root
     assert guard["calibration"] == {"source": f"the training split of {root}", "images": 300}
     assert guard["eval"] == {"source": f"the validation split of {root}", "images": 48}
@@ -288,7 +322,31 @@ def test_int8_that_fails_the_guard_is_refused_and_nothing_written(trained, tmp_p
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith("error: int8 model refused, nothing written: top-1 agreement with fp32 0.")
     assert "(--min-agreement 0.98)" in line and "on 48 images of the validation split of" in line
+    assert ", cat-or-not agreement " in line and line.endswith(" on 60 images")
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_int8_that_answers_cat_or_not_differently_is_refused(trained, tmp_path, monkeypatch):
+    from cats_model.inference import OnnxModel
+
+    run_dir, metrics = trained
+    original = OnnxModel.answers
+
+    def int8_flips_cat_or_not(self, images):  # the breeds as they are, P(cat) turned around
+        breeds, cat = original(self, images)
+        return breeds, (1 - cat if self.path.name.startswith("int8") else cat)
+
+    monkeypatch.setattr(OnnxModel, "answers", int8_flips_cat_or_not)
+    out = tmp_path / "cats.onnx"
+    result = run("cats_model.export", metrics["best_model_path"], "--out", str(out), "--int8")
+    assert result.returncode == 1
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: int8 model refused, nothing written: top-1 agreement with fp32 ")
+    breeds, cat = re.search(
+        r"agreement with fp32 ([\d.]+) .*cat-or-not agreement ([\d.]+) on 60", line
+    ).groups()
+    assert float(breeds) >= 0.98 > float(cat)  # refused for the cat-or-not answer alone
+    assert not out.exists()
 
 
 def test_export_refuses_what_it_cannot_write_or_calibrate_in_one_line(trained, tmp_path):
@@ -322,6 +380,32 @@ def test_export_refuses_what_it_cannot_write_or_calibrate_in_one_line(trained, t
         "existing_dir",
         "folder.onnx",
     ]
+
+
+def test_a_checkpoint_from_before_the_cat_head_predicts_and_exports_as_before(trained, tmp_path):
+    import onnxruntime
+    import torch
+
+    run_dir, metrics = trained
+    checkpoint = torch.load(metrics["best_model_path"], map_location="cpu", weights_only=True)
+    for key in ("cat_head", "max_false_reject", "cat_threshold"):  # hyper-parameters it did not have then
+        del checkpoint["hyper_parameters"][key]
+    for key in [k for k in checkpoint["state_dict"] if k.startswith("net.classifier.3.")]:
+        checkpoint["state_dict"][key] = checkpoint["state_dict"][key][:12]  # one output per breed
+    older = tmp_path / "run" / "checkpoints" / "older.ckpt"
+    older.parent.mkdir(parents=True)
+    torch.save(checkpoint, older)
+    dog = held_out_dogs(tmp_path)[0]
+    rows = predict_json(older, [dog])
+    assert set(rows[0]) == {"path", "predictions"}  # breeds only, as before, even for a dog
+    table = run("cats_model.predict", str(older), dog)
+    assert table.stdout.split()[1] == rows[0]["predictions"][0]["label"]
+    out = tmp_path / "older.onnx"
+    assert run("cats_model.export", str(older), "--out", str(out)).returncode == 0
+    session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    assert [o.name for o in session.get_outputs()] == ["logits"]
+    assert json.loads(out.with_suffix(".json").read_text())["cat_threshold"] is None
+    assert set(predict_json(out, [dog])[0]) == {"path", "predictions"}
 
 
 def test_wrong_predict_arguments_are_one_line_each(trained):
@@ -424,3 +508,11 @@ def test_inference_bench_compares_pytorch_and_onnx_side_by_side(trained, tmp_pat
     assert variants["onnx int8"]["bytes"] < variants["onnx fp32"]["bytes"] / 3
     assert variants["pytorch eager fp32"]["speedup"] == 1.0
     assert "| onnx int8 |" in result.stdout and "on 1 thread each" in result.stdout
+    # the cat-or-not answer, carried by every variant, over the validation split's cats and dogs
+    assert report["eval"]["cat_or_not_images"] == 60 and "| cat-or-not agreement |" in result.stdout
+    assert (
+        variants["onnx fp32"]["cat_agreement"]
+        == variants["pytorch channels_last fp32"]["cat_agreement"]
+        == 1.0
+    )
+    assert variants["onnx int8"]["cat_agreement"] >= 0.98

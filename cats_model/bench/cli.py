@@ -25,7 +25,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m cats_model.bench",
         description=cats_model.bench.__doc__.split("\n")[0],
-        epilog="Other sections: `python -m cats_model.bench inference CKPT` and `... serve MODEL` (each with --help).",
+        epilog="Other sections: `python -m cats_model.bench inference CKPT`, `... serve MODEL` and `... cat-head` "
+        "(each with --help).",
     )
     parser.add_argument(
         "--root", type=Path, help="an Oxford-IIIT Pet tree (default: a synthetic one with photo-sized JPEGs)"
@@ -50,7 +51,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 # Sections run on their own, with arguments of their own: `python -m cats_model.bench inference CKPT`.
-SECTIONS = {"inference": "cats_model.bench.inference", "serve": "cats_model.bench.serving"}
+SECTIONS = {
+    "inference": "cats_model.bench.inference",
+    "serve": "cats_model.bench.serving",
+    "cat-head": "cats_model.bench.cat_head",
+}
 
 
 def main(argv: list[str] | None = None, accelerator_section: bool | None = None) -> dict:

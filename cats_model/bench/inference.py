@@ -2,7 +2,8 @@
 
 Side by side in one run, for PyTorch eager fp32, PyTorch channels_last, ONNX fp32 and ONNX int8 (exported and
 quantized here, as `python -m cats_model.export` does): images/s at batch 32, latency p50/p99 at batch 1, file
-size, and top-1 agreement with PyTorch eager (and accuracy) on the run's validation split. PyTorch and
+size, and top-1 agreement with PyTorch eager (and accuracy) on the run's validation split's cats; for a model with
+a cat-or-not head, agreement with eager on that answer too, over the whole split. PyTorch and
 onnxruntime get the same number of threads. The variants take turns, round after round, so that a slow spell
 of a shared machine hits all of them; each figure is the median over the rounds.
 """
@@ -22,6 +23,7 @@ import numpy as np
 import torch
 
 from cats_model.bench.table import markdown_table
+from cats_model.cat_or_not import is_cat
 from cats_model.errors import exit_on_user_error
 from cats_model.export import export_fp32
 from cats_model.inference import OnnxModel, TorchModel, read_images
@@ -29,18 +31,20 @@ from cats_model.quantize import Calibration, Int8Options, guard_sets, quantize_o
 from cats_model.system import available_cpus
 
 SETTLE_S = 0.3
-Predict = Callable[[torch.Tensor], np.ndarray]  # a batch of prepared images -> logits or probabilities
+# A batch of prepared images -> breed logits or probabilities, and P(cat) or the cat logit (None: no cat head)
+Predict = Callable[[torch.Tensor], tuple[np.ndarray, np.ndarray | None]]
 
 
 def pytorch(module: torch.nn.Module, channels_last: bool) -> Predict:
     if channels_last:
         module = copy.deepcopy(module).to(memory_format=torch.channels_last)
 
-    def run(images: torch.Tensor) -> np.ndarray:
+    def run(images: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
         with torch.inference_mode():
             if channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
-            return module(images).numpy()
+            breeds, cat = module.heads(images)
+            return breeds.numpy(), None if cat is None else cat.sigmoid().numpy()
 
     return run
 
@@ -85,15 +89,19 @@ def bench_inference(
             pytorch(model.module, channels_last=True),
             weights_bytes(model.module),
         ),
-        "onnx fp32": (onnx["fp32"].probabilities, fp32_path.stat().st_size),
-        "onnx int8": (onnx["int8"].probabilities, int8_path.stat().st_size),
+        "onnx fp32": (onnx["fp32"].answers, fp32_path.stat().st_size),
+        "onnx int8": (onnx["int8"].answers, int8_path.stat().st_size),
     }
 
     paths = [path for path, _ in sets.labelled]
     labels = dict(sets.labelled)
     read, images, _ = read_images(paths, model.info)
     truth = np.array([labels[path] for path in read])
-    top1 = {name: run(images).argmax(axis=1) for name, (run, _) in variants.items()}  # also warms each up
+    cats = is_cat(truth)  # breeds are scored on the cats, the cat-or-not answer on every image
+    answers = {name: run(images) for name, (run, _) in variants.items()}  # also warms each up
+    top1 = {name: breeds.argmax(axis=1)[cats] for name, (breeds, _) in answers.items()}
+    threshold = model.info.cat_threshold
+    said_cat = {name: None if cat is None else cat >= threshold for name, (_, cat) in answers.items()}
     size = model.info.image_size
     full = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(0))
     single = full[:1]
@@ -117,8 +125,10 @@ def bench_inference(
             "p99_ms": float(np.percentile(milliseconds, 99)),
             "bytes": file_bytes,
             "agreement": float((top1[name] == top1[eager]).mean()),
-            "accuracy": float((top1[name] == truth).mean()),
+            "accuracy": float((top1[name] == truth[cats]).mean()),
         }
+        if threshold is not None:
+            results[name]["cat_agreement"] = float((said_cat[name] == said_cat[eager]).mean())
     for row in results.values():
         row["speedup"] = row["images_per_sec"] / results[eager]["images_per_sec"]
     return {
@@ -127,7 +137,7 @@ def bench_inference(
         "threads": threads,
         "batch_size": batch,
         "rounds": rounds,
-        "eval": {"source": sets.eval_source, "images": len(read)},
+        "eval": {"source": sets.eval_source, "images": int(cats.sum()), "cat_or_not_images": len(read)},
         "calibration": {"source": sets.calibration_source, "images": len(sets.calibration)},
         "variants": results,
     }
@@ -135,11 +145,14 @@ def bench_inference(
 
 def format_results(results: dict) -> str:
     m, threads = results["model"], results["threads"]
+    cat_or_not = all("cat_agreement" in r for r in results["variants"].values())
     heading = (
         f"{m['backbone']} at {m['image_size']} px on {results['machine']['cpus']} CPUs; PyTorch and onnxruntime on "
         f"{threads} thread{'s' if threads != 1 else ''} each; medians of {results['rounds']} interleaved rounds; "
         f"agreement and accuracy on {results['eval']['images']} images of {results['eval']['source']}"
     )
+    if cat_or_not:
+        heading += f" (cat-or-not agreement on {results['eval']['cat_or_not_images']}, its not-cats included)"
     header = [
         "variant",
         f"images/s (batch {results['batch_size']})",
@@ -149,6 +162,7 @@ def format_results(results: dict) -> str:
         "size MB",
         "top-1 agreement",
         "top-1 accuracy",
+        *(["cat-or-not agreement"] if cat_or_not else []),
     ]
     rows = [
         [
@@ -160,6 +174,7 @@ def format_results(results: dict) -> str:
             f"{r['bytes'] / 1e6:.1f}",
             f"{r['agreement']:.3f}",
             f"{r['accuracy']:.3f}",
+            *([f"{r['cat_agreement']:.3f}"] if cat_or_not else []),
         ]
         for name, r in results["variants"].items()
     ]

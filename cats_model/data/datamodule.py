@@ -12,6 +12,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
+from cats_model import cat_or_not
 from cats_model.data.cache import DecodedCache
 from cats_model.data.images import find_unreadable, list_images
 from cats_model.data.oxford import CAT, DOG, OxfordPet, PetRecord
@@ -66,6 +67,11 @@ class ImageDataModule(L.LightningDataModule):
     def list_files(self) -> tuple[list[str], list[list[Sample]]]:
         """(class names, the labelled image files in the groups that `split` divides), none opened yet."""
         raise NotImplementedError
+
+    @property
+    def has_not_cat(self) -> bool:
+        """Whether training holds images of no cat (negative labels): the model then learns a cat-or-not head."""
+        return any(label < 0 for _, label in self.splits.train)
 
     def split(self, groups: list[list[Sample]]) -> tuple[list[Sample], list[Sample], list[Sample]]:
         """Train, val and test from the groups of `list_files`, once the unreadable files are out of them."""
@@ -196,7 +202,15 @@ class OxfordPetDataModule(ImageDataModule):
 
 
 class CatBreedsDataModule(OxfordPetDataModule):
-    """The 12 cat breeds; class names and order come from the annotation lists' class ids."""
+    """The 12 cat breeds; class names and order come from the annotation lists' class ids.
+
+    With `dogs`, the dataset's dog images come along as not-cat, and so do the images under `negatives` (any
+    folder of images, split in the proportions of the cats): the model then answers cat or not as well."""
+
+    def __init__(self, *args, dogs: bool = True, negatives: str | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.dogs = dogs
+        self.negatives = None if negatives is None else Path(negatives).expanduser()
 
     def label(self, trainval, test):
         cats = [r for r in trainval + test if r.species == CAT]
@@ -204,9 +218,34 @@ class CatBreedsDataModule(OxfordPetDataModule):
         index = {class_id: i for i, class_id in enumerate(sorted(names))}
 
         def labelled(records):
-            return [(r, index[r.class_id]) for r in records if r.species == CAT]
+            breeds = [(r, index[r.class_id]) for r in records if r.species == CAT]
+            dogs = [(r, cat_or_not.DOG) for r in records if r.species == DOG] if self.dogs else []
+            return breeds + dogs
 
         return [names[c] for c in sorted(names)], labelled(trainval), labelled(test)
+
+    def list_files(self) -> tuple[list[str], list[list[Sample]]]:
+        classes, groups = super().list_files()
+        if self.negatives is None:
+            return classes, groups
+        if not self.negatives.is_dir():
+            raise UserError(
+                f"data.negatives={self.negatives}: no such folder (give a folder of images of no cat)"
+            )
+        images = list_images(self.negatives)
+        if not images:
+            raise UserError(f"data.negatives={self.negatives} holds no images (.jpg, .png, ...)")
+        return classes, [*groups, [(path, cat_or_not.NEGATIVE) for path in images]]
+
+    def split(self, groups):
+        train, val, test = super().split(groups[:2])
+        if len(groups) == 2:
+            return train, val, test
+        trainval_cats, test_cats = ([s for s in g if s[1] >= 0] for g in groups[:2])
+        test_share = len(test_cats) / max(1, len(trainval_cats) + len(test_cats))
+        val_share = (1 - test_share) * self.val_fraction
+        more = stratified_split(groups[2], (1 - val_share - test_share, val_share, test_share), self.seed)
+        return train + more[0], val + more[1], test + more[2]
 
 
 class CatVsOtherDataModule(OxfordPetDataModule):

@@ -16,6 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
+from cats_model.cat_or_not import verdict
 from cats_model.data.images import pixels_to_decode
 from cats_model.errors import UserError
 from cats_model.inference import (
@@ -35,7 +36,8 @@ from cats_model.serve.token import TokenCheck, configured_token
 from cats_model.system import available_cpus
 from cats_model.validation import Range
 
-RUN_METRICS = ("val/acc_best", "test/acc", "test/acc_macro", "test/f1", "epoch")
+RUN_METRICS = ("val/acc_best", "test/acc", "test/acc_macro", "test/f1", "epoch", "test/cat_recall",
+               "test/dog_rejection", "test/negative_rejection", "test/cat_auroc")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -85,7 +87,14 @@ def known_metrics(model: Model) -> dict | None:
         return {key: metrics[key] for key in RUN_METRICS if key in metrics}
     sidecar = json.loads(sidecar_path(model.path).read_text())
     guard = sidecar.get("int8")
-    return {key: guard[key] for key in ("accuracy_fp32", "accuracy_int8", "agreement")} if guard else None
+    kept = ("accuracy_fp32", "accuracy_int8", "agreement", "cat_agreement")
+    return {key: guard[key] for key in kept if key in guard} if guard else None
+
+
+def answer_batch(model: Model, images: list[torch.Tensor]) -> list[tuple[np.ndarray, float | None]]:
+    """One forward pass for the batcher: per image, the breeds' probabilities and P(cat) (None: no cat head)."""
+    breeds, cats = model.answers(torch.stack(images))
+    return list(zip(breeds, [None] * len(breeds) if cats is None else cats.tolist()))
 
 
 def create_app(model: Model, options: ServeOptions = ServeOptions(), token: str | None = None) -> FastAPI:
@@ -93,11 +102,7 @@ def create_app(model: Model, options: ServeOptions = ServeOptions(), token: str 
     send it (cats_model.serve.token)."""
     return_large_blocks_when_freed()
     token = token or configured_token()
-    batcher = Batcher(
-        lambda images: list(model.probabilities(torch.stack(images))),
-        options.max_batch_size,
-        options.max_wait_ms,
-    )
+    batcher = Batcher(lambda images: answer_batch(model, images), options.max_batch_size, options.max_wait_ms)
     about = {**describe(model), "metrics": known_metrics(model), "limits": asdict(options)}
     decoding = asyncio.Semaphore(DECODERS)
 
@@ -162,12 +167,16 @@ def create_app(model: Model, options: ServeOptions = ServeOptions(), token: str 
                         image = await decode(data, name, model)
                 return await batcher(image)
 
-            probabilities = await asyncio.gather(*(classify(d, name) for d, name in zip(images, names)))
-        rows = top_k(np.stack(probabilities), model.info.class_names, k)
+            answers = await asyncio.gather(*(classify(d, name) for d, name in zip(images, names)))
+        rows = top_k(np.stack([breeds for breeds, _ in answers]), model.info.class_names, k)
+        results = [{"name": name, "predictions": row} for name, row in zip(names, rows)]
+        for result, (_, cat) in zip(results, answers):
+            if cat is not None:
+                result.update(verdict(cat, model.info.cat_threshold))
         return {
             "model": {key: about[key] for key in ("backbone", "kind", "file")},
             "elapsed_ms": round((time.perf_counter() - started) * 1000, 1),
-            "results": [{"name": name, "predictions": row} for name, row in zip(names, rows)],
+            "results": results,
         }
 
     return app

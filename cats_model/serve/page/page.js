@@ -1,4 +1,5 @@
-// The page: photos in (picked, dropped or pasted), one request each, top-k bars out. Text is only ever set
+// The page: photos in (picked, dropped or pasted), one request each, top-k bars out (behind a toggle when the
+// model says the photo shows no cat). Text is only ever set
 // with textContent, so names from files or the model cannot inject markup.
 "use strict";
 
@@ -31,11 +32,31 @@ function newCard(file) {
   return card;
 }
 
+// A photo the model says shows no cat: say so, and keep its breeds behind a "show anyway" toggle.
+function showNotACat(card, result) {
+  card.classList.add("not-cat");
+  const verdict = card.querySelector(".verdict");
+  verdict.textContent =
+    `This does not look like a cat (cat probability ${(result.cat_probability * 100).toFixed(1)}%).`;
+  verdict.hidden = false;
+  const bars = card.querySelector(".bars");
+  const toggle = card.querySelector(".show-anyway");
+  bars.hidden = true;
+  toggle.hidden = false;
+  toggle.addEventListener("click", () => {
+    bars.hidden = !bars.hidden;
+    toggle.setAttribute("aria-expanded", String(!bars.hidden));
+    toggle.textContent = bars.hidden ? "show anyway" : "hide breeds";
+  });
+}
+
 function showPredictions(card, answer, seconds) {
   card.querySelector(".message").textContent =
     `${answer.model.backbone}: ${answer.elapsed_ms.toFixed(0)} ms on the server, ${Math.round(seconds * 1000)} ms in all`;
+  const result = answer.results[0];
+  if (result.is_cat === false) showNotACat(card, result);
   const bars = card.querySelector(".bars");
-  for (const { label, probability } of answer.results[0].predictions) {
+  for (const { label, probability } of result.predictions) {
     const percent = (probability * 100).toFixed(1);
     const item = document.createElement("li");
     const text = document.createElement("div");
