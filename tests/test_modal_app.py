@@ -146,6 +146,7 @@ def test_a_call_takes_its_gpu_and_timeout_from_the_overrides_or_modal_yml(declar
     settings = load_settings()
     default = settings.call()
     assert (default.gpu, default.timeout) == (declared["train"]["gpu"], declared["train"]["timeout"])
+    assert settings.call("H100:8").gpu_count == 8 and settings.call("A10G:4").gpu_count == 4
     chosen = settings.call("a10g:2", "7200", max_containers=4)
     assert chosen.options() == {"gpu": "a10g:2", "timeout": 7200, "max_containers": 4}
     assert chosen.gpu_count == 2
@@ -159,6 +160,8 @@ def test_a_call_takes_its_gpu_and_timeout_from_the_overrides_or_modal_yml(declar
     for gpu, timeout, message in (
         ("A1OO", None, "gpu=A1OO is not a GPU type of modal.yml"),
         ("T4:0", None, "gpu=T4:0 is not a GPU type"),
+        ("a10g:5", None, "gpu=a10g:5 asks for 5 a10g GPUs in one container: Modal gives at most 4"),
+        ("H100:9", None, "at most 8 \\(max_gpus in modal.yml\\)"),
         (None, "10", "timeout=10 must be a whole number of seconds above"),
         (None, "90000", "at most 86400"),
         (None, "1h", "timeout=1h must be"),
@@ -186,6 +189,7 @@ def test_bad_overrides_fail_before_any_modal_call(modal_client, modal_app, mount
     for args, message in (
         (("model=resnet999",), "Could not find 'model/resnet999'"),
         (("gpu=A1OO",), "gpu=A1OO is not a GPU type"),
+        (("gpu=T4:16",), "gpu=T4:16 asks for 16 T4 GPUs in one container: Modal gives at most 8"),
         (("paths.output_dir=/",), "paths.output_dir=/ cannot be set for a Modal run"),
         (("data.batch_size=0",), "data.batch_size=0 is not a valid value: expected an integer >= 1"),
         (("optimizer._target_=torch.optim.Adamw",), "unknown optimizer 'torch.optim.Adamw'"),

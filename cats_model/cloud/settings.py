@@ -102,13 +102,7 @@ class Settings:
 
     def call(self, gpu: str | None = None, timeout: str | int | None = None, **placement) -> Call:
         """A train call on `gpu` with `timeout` (modal.yml's when None), checked before anything is paid for."""
-        gpu = str(gpu or self.train["gpu"])
-        kind, _, count = gpu.partition(":")
-        if kind.upper() not in self.gpu_prices or not (count == "" or count.isdigit() and int(count) > 0):
-            raise UserError(
-                f"gpu={gpu} is not a GPU type of modal.yml: use one of {', '.join(self.raw['prices']['gpu'])}, "
-                "optionally with :N for N GPUs (e.g. gpu=A10G:2)"
-            )
+        gpu = self.checked_gpu(str(gpu or self.train["gpu"]))
         timeout = self.train["timeout"] if timeout is None else timeout
         low = self.train["stop_before_timeout"]
         if not str(timeout).isdigit() or not low < int(timeout) <= MAX_TIMEOUT:
@@ -117,6 +111,24 @@ class Settings:
                 f"({low}) and at most {MAX_TIMEOUT} (Modal's limit)"
             )
         return Call(gpu=gpu, timeout=int(timeout), **placement)
+
+    def checked_gpu(self, gpu: str, key: str = "gpu") -> str:
+        """`gpu` if Modal can give it (a type of modal.yml's prices, at most max_gpus of it in one container),
+        else a UserError, before anything is submitted or paid for (Modal itself refuses it only at submission)."""
+        kind, _, count = gpu.partition(":")
+        if kind.upper() not in self.gpu_prices or not (count == "" or count.isdigit() and int(count) > 0):
+            raise UserError(
+                f"{key}={gpu} is not a GPU type of modal.yml: use one of {', '.join(self.raw['prices']['gpu'])}, "
+                "optionally with :N for N GPUs (e.g. gpu=A10G:2)"
+            )
+        limits = {name.upper(): most for name, most in self.raw["max_gpus"].items()}
+        most = limits.get(kind.upper(), limits["DEFAULT"])
+        if int(count or 1) > most:
+            raise UserError(
+                f"{key}={gpu} asks for {count} {kind} GPUs in one container: Modal gives at most {most} "
+                "(max_gpus in modal.yml)"
+            )
+        return gpu
 
     def hourly_price(self, gpu: str | None = None) -> float:
         """USD per hour of one train container: its GPUs, CPU cores and memory."""
