@@ -15,7 +15,7 @@ from cats_model.cloud import entry
 from cats_model.cloud.calls import ModalCalls
 from cats_model.cloud.overrides import single_run, split_launch, split_run_name
 from cats_model.cloud.remote import fresh_run_name
-from cats_model.cloud.settings import MODAL_YML, dependencies, load_settings, split_torch
+from cats_model.cloud.settings import MODAL_YML, load_settings
 from cats_model.config import compose_train_config
 from cats_model.errors import UserError
 from cats_model.paths import PROJECT_ROOT
@@ -86,26 +86,6 @@ def test_app_and_functions_match_modal_yml(modal_app, declared):
         assert {m: v.name for m, v in spec.volumes.items()} == {"/outputs": "cats-model-outputs"}
     assert modal_app.TOOL_OPTIONS["timeout"] == declared["tools"]["timeout"]
     assert modal_app.TENSORBOARD_OPTIONS["max_containers"] == declared["tensorboard"]["max_containers"]
-
-
-def test_image_installs_exactly_the_pyproject_dependencies(monkeypatch):
-    """The one image recipe of both apps, built with Modal's own Image (its pip_install calls recorded)."""
-    import modal
-
-    from cats_model.cloud.image import project_image
-
-    installs, real = [], modal.Image.pip_install
-
-    def recorded(image, *packages, **options):
-        installs.append((list(packages), options.get("index_url")))
-        return real(image, *packages, **options)
-
-    monkeypatch.setattr(modal.Image, "pip_install", recorded)
-    project_image({"X": "1"})
-    torch_requirements, others = split_torch(dependencies())
-    assert [r.split(">")[0] for r in torch_requirements] == ["torch", "torchvision"]
-    assert sorted(torch_requirements + others) == sorted(dependencies())
-    assert installs == [(torch_requirements, load_settings().torch_index_url), (others, None)]
 
 
 def test_no_modal_setting_is_written_twice():

@@ -1,6 +1,5 @@
 """modal.yml and pyproject.toml, read into plain values: what the Modal app should look like, not Modal calls."""
 
-import re
 from dataclasses import asdict, dataclass, replace
 from functools import cache
 from pathlib import Path
@@ -17,7 +16,7 @@ except ModuleNotFoundError:  # Python 3.10
 
 MODAL_YML = PROJECT_ROOT / "modal.yml"
 PYPROJECT = PROJECT_ROOT / "pyproject.toml"
-TORCH_PACKAGES = ("torch", "torchvision")
+TORCH_PACKAGES = ("torch", "torchvision")  # their build follows the GPU (cloud/image.py)
 MAX_TIMEOUT = 86400  # Modal's longest function timeout (24 h)
 
 
@@ -67,8 +66,8 @@ class Settings:
         return str(self.raw["image"]["python_version"])
 
     @property
-    def torch_index_url(self) -> str:
-        return self.raw["image"]["torch_index_url"]
+    def cpu_torch_index_url(self) -> str:
+        return self.raw["image"]["cpu_torch_index_url"]
 
     def volume(self, key: str) -> tuple[str, str]:
         """(volume name, mount path) of `data` or `outputs`."""
@@ -152,13 +151,3 @@ def load_settings(path: Path = MODAL_YML) -> Settings:
 def dependencies(path: Path = PYPROJECT) -> list[str]:
     """The runtime dependencies of pyproject.toml: one list for local installs and the Modal image."""
     return list(tomllib.loads(Path(path).read_text())["project"]["dependencies"])
-
-
-def split_torch(requirements: list[str]) -> tuple[list[str], list[str]]:
-    """(torch and torchvision requirements, the rest): the first come from the CUDA index of modal.yml."""
-
-    def name(requirement: str) -> str:
-        return re.split(r"[<>=!~;\[ ]", requirement, maxsplit=1)[0].lower()
-
-    torch = [r for r in requirements if name(r) in TORCH_PACKAGES]
-    return torch, [r for r in requirements if name(r) not in TORCH_PACKAGES]
