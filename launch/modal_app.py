@@ -28,26 +28,23 @@ app = modal.App(settings.app_name, image=image)
 
 TRAIN_OPTIONS = dict(
     gpu=settings.train["gpu"],
-    cpu=settings.train["cpu"],
-    memory=settings.train["memory"],
+    **settings.resources("train"),
     timeout=settings.train["timeout"],
     retries=modal.Retries(**settings.train["retries"]),
     single_use_containers=settings.train["single_use_containers"],
     volumes=VOLUMES,
 )
 PREPARE_DATA_OPTIONS = dict(
-    cpu=settings.prepare_data["cpu"],
-    memory=settings.prepare_data["memory"],
+    **settings.resources("prepare_data"),
     timeout=settings.prepare_data["timeout"],
     retries=settings.prepare_data["retries"],
     volumes={data_mount: data_volume},
 )
 # The benchmark runs on the hardware training gets.
-BENCH_OPTIONS = {key: TRAIN_OPTIONS[key] for key in ("gpu", "cpu", "memory", "timeout", "volumes")}
+BENCH_OPTIONS = {key: TRAIN_OPTIONS[key] for key in ("gpu", "cpu", "memory", "env", "timeout", "volumes")}
 # Reading the outputs volume: fetching a run, a sweep's summary, TensorBoard.
 TOOL_OPTIONS = dict(
-    cpu=settings.tools["cpu"],
-    memory=settings.tools["memory"],
+    **settings.resources("tools"),
     timeout=settings.tools["timeout"],
     volumes={outputs_mount: outputs_volume},
 )

@@ -34,8 +34,7 @@ app = modal.App(serve["app_name"], image=image)
 
 SERVER_OPTIONS = dict(
     gpu=serve["gpu"],
-    cpu=serve["cpu"],
-    memory=serve["memory"],
+    **settings.resources("serve"),
     scaledown_window=serve["scaledown_window"],
     timeout=serve["timeout"],
     volumes={outputs_mount: outputs_volume},

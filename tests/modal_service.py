@@ -148,6 +148,7 @@ class ModalService(api_grpc.ModalClientBase):
         self.functions: dict[str, FunctionDef] = {}
         self.classes: dict[str, dict] = {}
         self.images: dict[str, api_pb2.Image] = {}
+        self.secrets: dict[str, dict[str, str]] = {}  # secret id -> its variables (`env=` of a function)
         self.volumes: dict[str, str] = {}  # volume id -> name
         self.calls: dict[str, Call] = {}
         self.scripts: dict[str, list[Attempt]] = {}
@@ -293,6 +294,12 @@ class ModalService(api_grpc.ModalClientBase):
             api_pb2.AppCreateResponse(app_id=app_id, app_page_url=f"offline://{app_id}")
         )
 
+    async def AppGetByDeploymentName(self, stream):
+        request = await self.recv(stream)  # `modal deploy` looks up the deployment it replaces ("" if none)
+        await stream.send_message(
+            api_pb2.AppGetByDeploymentNameResponse(app_id=self.deployed.get(request.name, ""))
+        )
+
     async def AppGetOrCreate(self, stream):
         request = await self.recv(stream)
         app_id = self.deployed.get(request.app_name)
@@ -379,6 +386,12 @@ class ModalService(api_grpc.ModalClientBase):
         await stream.send_message(
             api_pb2.ImageGetOrCreateResponse(image_id=image_id, result=done, metadata=metadata)
         )
+
+    async def SecretGetOrCreate(self, stream):
+        request = await self.recv(stream)  # `env={...}` of a function arrives as an anonymous secret
+        secret_id = self._new_id("st")
+        self.secrets[secret_id] = dict(request.env_dict)
+        await stream.send_message(api_pb2.SecretGetOrCreateResponse(secret_id=secret_id))
 
     async def MountGetOrCreate(self, stream):
         await self.recv(
@@ -693,6 +706,8 @@ class ModalService(api_grpc.ModalClientBase):
             container.base[name] = _snapshot_into(self.volume_path(name), view)
             container.mounts[mount.mount_path] = (name, view)
         image = self.images.get(call.function.definition.image_id)
+        for secret_id in call.function.definition.secret_ids:  # set in the container, as the image's ENV is
+            env.update(self.secrets.get(secret_id, {}))
         for key, value in _image_env(image).items():
             for mount_path, (_, view) in container.mounts.items():
                 if value == mount_path or value.startswith(mount_path + "/"):

@@ -51,9 +51,9 @@ def test_app_and_functions_match_modal_yml(modal_app, declared):
     assert volumes == {"/data": "cats-model-data", "/outputs": "cats-model-outputs"}
 
     train = modal_app.train._spec_
-    assert (train.gpus, train.cpu, train.memory) == tuple(
+    assert (train.gpus, list(train.cpu), list(train.memory)) == tuple(
         declared["train"][k] for k in ("gpu", "cpu", "memory")
-    )
+    )  # (request, limit)
     assert {mount: volume.name for mount, volume in train.volumes.items()} == volumes
     options = modal_app.TRAIN_OPTIONS
     assert options["timeout"] == declared["train"]["timeout"] == 3600
@@ -69,7 +69,7 @@ def test_app_and_functions_match_modal_yml(modal_app, declared):
 
     prepare = modal_app.prepare_data._spec_
     assert prepare.gpus is None
-    assert (prepare.cpu, prepare.memory) == (
+    assert (list(prepare.cpu), list(prepare.memory)) == (
         declared["prepare_data"]["cpu"],
         declared["prepare_data"]["memory"],
     )
@@ -79,7 +79,7 @@ def test_app_and_functions_match_modal_yml(modal_app, declared):
 
     for tool in (modal_app.read_run, modal_app.sweep_summary, modal_app.tensorboard):
         spec = tool._spec_
-        assert spec.gpus is None and (spec.cpu, spec.memory) == (
+        assert spec.gpus is None and (list(spec.cpu), list(spec.memory)) == (
             declared["tools"]["cpu"],
             declared["tools"]["memory"],
         )

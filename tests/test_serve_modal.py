@@ -64,7 +64,7 @@ def test_the_server_class_matches_modal_yml(serve_app, declared):
     assert serve_app.app.name == declared["app_name"] == "tiny-cats-model-serve"
     service = serve_app.Server._get_class_service_function()
     info = service.info()  # built locally: no token, no network
-    assert (info.cpu, info.memory_mib, info.timeout) == (
+    assert (list(info.cpu), list(info.memory_mib), info.timeout) == (
         declared["cpu"],
         declared["memory"],
         declared["timeout"],

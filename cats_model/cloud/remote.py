@@ -196,7 +196,7 @@ def _outcome(
     if returncode in SIGTERM_EXITS:
         return "preempted", {**base, "error": "was stopped by SIGTERM (a preemption?); the retry resumes it"}
     if returncode == -signal.SIGKILL and out_of_memory:
-        memory = load_settings().train["memory"]
+        memory = load_settings().train["memory"][1]  # [request, limit]
         error = (
             f"training of run {directory.name} was killed by the system: out of memory (the container has "
             f"{memory} MiB, train.memory in modal.yml); raise train.memory, or lower data.batch_size or "

@@ -8,6 +8,7 @@ import yaml
 
 from cats_model.errors import UserError
 from cats_model.paths import PROJECT_ROOT
+from cats_model.system import CPUS_ENV
 
 try:
     import tomllib
@@ -74,6 +75,13 @@ class Settings:
         entry = self.raw["volumes"][key]
         return entry["name"], entry["mount"]
 
+    def resources(self, section: str) -> dict:
+        """The cpu and memory options of a Modal function, each (request, limit), and the environment that sizes
+        its thread pools to the CPU request."""
+        entry = self.raw[section]
+        cpu, memory = tuple(entry["cpu"]), tuple(entry["memory"])
+        return {"cpu": cpu, "memory": memory, "env": {CPUS_ENV: str(cpu[0])}}
+
     @property
     def train(self) -> dict:
         return self.raw["train"]
@@ -130,13 +138,14 @@ class Settings:
         return gpu
 
     def hourly_price(self, gpu: str | None = None) -> float:
-        """USD per hour of one train container: its GPUs, CPU cores and memory."""
+        """USD per hour of one train container: its GPUs, and its CPU cores and memory at their limits (Modal bills
+        the greater of request and use, and use stays under the limit)."""
         kind, _, count = str(gpu or self.train["gpu"]).partition(":")
         prices = self.raw["prices"]
         return (
             self.gpu_prices.get(kind.upper(), 0.0) * int(count or 1)
-            + prices["cpu_core"] * float(self.train["cpu"])
-            + prices["memory_gib"] * self.train["memory"] / 1024
+            + prices["cpu_core"] * float(self.train["cpu"][1])
+            + prices["memory_gib"] * self.train["memory"][1] / 1024
         )
 
     def cost(self, seconds: float, gpu: str | None = None) -> float:
