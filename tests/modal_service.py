@@ -424,7 +424,11 @@ class ModalService(api_grpc.ModalClientBase):
         self.volumes[volume_id] = name
         self.volume_path(name)
         await stream.send_message(
-            api_pb2.VolumeGetOrCreateResponse(volume_id=volume_id, version=api_pb2.VOLUME_FS_VERSION_V1)
+            api_pb2.VolumeGetOrCreateResponse(
+                volume_id=volume_id,
+                version=api_pb2.VOLUME_FS_VERSION_V1,
+                metadata=api_pb2.VolumeMetadata(name=name, version=api_pb2.VOLUME_FS_VERSION_V1),
+            )  # the client takes the volume's name from the metadata
         )
 
     def _handle(self, function: FunctionDef) -> api_pb2.FunctionHandleMetadata:
@@ -463,7 +467,8 @@ class ModalService(api_grpc.ModalClientBase):
             )
             data.supported_input_formats.extend(definition.supported_input_formats)
             data.supported_output_formats.extend(definition.supported_output_formats)
-            data.method_definitions.update(definition.method_definitions)
+            for method, method_definition in definition.method_definitions.items():  # a class's methods
+                data.method_definitions[method].CopyFrom(method_definition)
             data.ranked_functions.append(api_pb2.FunctionData.RankedFunction(rank=0, function=definition))
         function_id = request.existing_function_id or self._new_id("fu")
         function = FunctionDef(function_id, request.app_id, definition.function_name, definition)
