@@ -267,7 +267,9 @@ def tensorboard(reload: Callable[[], None] | None):
     from tensorboard.program import TensorBoard
 
     board = TensorBoard()
-    board.configure(logdir=str(output_dir() / "runs"))
+    # The fast loader's data server keeps event files open, and Volume.reload() fails while files are open:
+    # the page would never show a new run. The Python loader opens a file only to read it.
+    board.configure(logdir=str(output_dir() / "runs"), load_fast="false")
     data_provider, multiplexer = board._make_data_provider()
     app = TensorBoardWSGIApp(
         board.flags, board.plugin_loaders, data_provider, board.assets_zip_provider, multiplexer
