@@ -42,7 +42,7 @@ PREPARE_DATA_OPTIONS = dict(
 )
 # The benchmark runs on the hardware training gets.
 BENCH_OPTIONS = {key: TRAIN_OPTIONS[key] for key in ("gpu", "cpu", "memory", "env", "timeout", "volumes")}
-# Reading the outputs volume: fetching a run, a sweep's summary, TensorBoard.
+# TensorBoard over the outputs volume (fetch and summary read it from the laptop: cats_model/cloud/outputs.py).
 TOOL_OPTIONS = dict(
     **settings.resources("tools"),
     timeout=settings.tools["timeout"],
@@ -103,18 +103,6 @@ def _commit_data() -> None:
 def bench(args: str = "") -> dict:
     """`modal run launch/modal_app.py::bench [--args "--root /data/oxford-iiit-pet"]`: the table streams back."""
     return remote.bench(shlex.split(args), commit=_commit(outputs_volume))
-
-
-@app.function(**TOOL_OPTIONS)
-def read_run(run_name: str) -> dict:
-    """A run's metrics, config, best checkpoint and plots: `python -m cats_model.cloud fetch NAME`."""
-    return remote.read_run(run_name)
-
-
-@app.function(**TOOL_OPTIONS)
-def sweep_summary(sweep: str) -> dict:
-    """A sweep's table from the outputs volume: `python -m cats_model.cloud summary SWEEP`."""
-    return remote.sweep_summary(sweep)
 
 
 @app.function(**TENSORBOARD_OPTIONS)

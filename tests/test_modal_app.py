@@ -77,7 +77,7 @@ def test_app_and_functions_match_modal_yml(modal_app, declared):
     assert modal_app.PREPARE_DATA_OPTIONS["retries"] == declared["prepare_data"]["retries"]
     assert modal_app.PREPARE_DATA_OPTIONS["timeout"] == declared["prepare_data"]["timeout"]
 
-    for tool in (modal_app.read_run, modal_app.sweep_summary, modal_app.tensorboard):
+    for tool in (modal_app.tensorboard,):
         spec = tool._spec_
         assert spec.gpus is None and (list(spec.cpu), list(spec.memory)) == (
             declared["tools"]["cpu"],
@@ -325,7 +325,7 @@ def test_no_function_is_shipped_pickled_by_value_on_any_load_path(modal_app, loa
     by_pytest = {
         name: f._source_info_.is_serialized() for name, f in modal_app.app.registered_functions.items()
     }
-    assert set(by_pytest) == {"prepare_data", "train", "bench", "read_run", "sweep_summary", "tensorboard"}
+    assert set(by_pytest) == {"prepare_data", "train", "bench", "tensorboard"}
     result = subprocess.run(
         [sys.executable, "-c", LOADED_FUNCTIONS.format(load=load)],
         capture_output=True,

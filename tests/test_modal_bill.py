@@ -12,10 +12,7 @@ from cats_model.cloud.settings import MODAL_YML, load_settings
 from cats_model.serve.app import model_threads
 from cats_model.system import CPUS_ENV, available_cpus, default_num_workers
 
-SECTIONS = {
-    "train": "train", "bench": "train", "prepare_data": "prepare_data", "read_run": "tools",
-    "sweep_summary": "tools", "tensorboard": "tools",
-}  # fmt: skip
+SECTIONS = {"train": "train", "bench": "train", "prepare_data": "prepare_data", "tensorboard": "tools"}
 
 
 @pytest.fixture(scope="module")

@@ -10,33 +10,28 @@ import argparse
 from pathlib import Path
 
 from cats_model.atomic import atomic_path
-from cats_model.cloud import entry
-from cats_model.cloud.calls import ModalCalls, deployed_app, load_modal_app
+from cats_model.cloud import entry, outputs
+from cats_model.cloud.calls import ModalCalls, deployed_app
 from cats_model.cloud.sweep_summary import format_table
-from cats_model.errors import UserError, exit_on_user_error
+from cats_model.errors import exit_on_user_error
 
 
-def fetch(run_name: str, calls, into: Path = Path("runs")) -> Path:
+def fetch(run_name: str, volume, into: Path = Path("runs")) -> Path:
     """Write the run's files into `into/run_name/`, laid out as in the run folder on the volume."""
-    with exit_on_user_error(exit_code=1):
-        with calls.running():
-            answer = calls.read_run(run_name)
-        if "error" in answer:
-            raise UserError(answer["error"])
+    files = outputs.run_files(volume, run_name)
     target = (into / run_name).absolute()
-    for relative, data in answer["files"].items():
+    for relative, data in files.items():
         path = (target / relative).resolve()
         if not path.is_relative_to(target.resolve()):
             raise ValueError(f"refusing {relative!r}: outside {target}")
         with atomic_path(path) as tmp:
             tmp.write_bytes(data)
-    print(f"run {run_name}: {len(answer['files'])} files in {target}/: {', '.join(sorted(answer['files']))}")
+    print(f"run {run_name}: {len(files)} files in {target}/: {', '.join(sorted(files))}")
     return target
 
 
-def summary(sweep: str, calls) -> list[dict]:
-    with exit_on_user_error(exit_code=1), calls.running():
-        rows = calls.sweep_summary(sweep)["rows"]
+def summary(sweep: str, volume) -> list[dict]:
+    rows = outputs.sweep_rows(volume, sweep)
     print(format_table(rows) if rows else f"no job of sweep {sweep} has started on the outputs volume")
     return rows
 
@@ -59,11 +54,12 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "submit":
         entry.run_single(args.overrides, ModalCalls(deployed_app()))
         return
-    calls = ModalCalls(load_modal_app())
-    if args.command == "fetch":
-        fetch(args.run, calls, args.into)
-    else:
-        summary(args.sweep, calls)
+    # Read from this machine through Modal's Volume API: no app, no container, no image build.
+    with exit_on_user_error(exit_code=1), outputs.opened() as volume:
+        if args.command == "fetch":
+            fetch(args.run, volume, args.into)
+        else:
+            summary(args.sweep, volume)
 
 
 if __name__ == "__main__":

@@ -3,11 +3,33 @@
 `runs/<name>/...` as training leaves it (see cats_model.cloud.remote); paths are relative to the volume's root.
 """
 
+import contextlib
+import json
 from pathlib import PurePosixPath
 
+from cats_model.cloud.remote import RECORD_FILE, RUN_NAME
+from cats_model.cloud.settings import load_settings
 from cats_model.errors import UserError
 
 METRICS = "metrics.json"  # written when a run has finished (trained and tested)
+
+
+@contextlib.contextmanager
+def opened():
+    """The outputs volume of modal.yml, looked up with this machine's Modal token; Modal's errors in one line."""
+    import modal
+
+    name, _ = load_settings().volume("outputs")
+    volume = modal.Volume.from_name(name)
+    try:
+        volume.hydrate()
+    except modal.exception.AuthError as err:
+        raise UserError("Modal is not authenticated: run `modal token new` once") from err
+    except modal.exception.NotFoundError as err:
+        raise UserError(
+            f"the outputs volume {name} does not exist yet: no run has been started on Modal"
+        ) from err
+    yield volume
 
 
 def volume_files(volume, folder: str) -> dict[str, object]:
@@ -48,3 +70,41 @@ def served_run(run: str, volume, volume_name: str) -> str:
             f"`modal volume ls {volume_name} runs/` lists the runs"
         )
     return run
+
+
+def run_files(volume, run_name: str) -> dict[str, bytes]:
+    """A finished run's files worth having on a laptop, by path in the run folder: metrics.json, the config, the
+    best checkpoint, the plots and the training log."""
+    if not RUN_NAME.fullmatch(run_name):
+        raise UserError(f"run name {run_name!r} must be letters, digits, '.', '_' or '-' (at most 100)")
+    folder = f"runs/{run_name}"
+    present = {PurePosixPath(path).relative_to(folder).as_posix() for path in volume_files(volume, folder)}
+    if METRICS not in present:
+        raise UserError(f"run {run_name} has no {METRICS} on the outputs volume (unknown, running or failed)")
+    metrics = json.loads(read(volume, f"{folder}/{METRICS}"))
+    wanted = {
+        METRICS,
+        "csv/metrics.csv",
+        *(p for p in present if p.startswith(".hydra/") and p.endswith(".yaml")),
+    }
+    # metrics.json holds the paths of the container that wrote it: the run's layout places the files by name.
+    if metrics.get("best_model_path"):
+        wanted.add(f"checkpoints/{PurePosixPath(metrics['best_model_path']).name}")
+    wanted |= {PurePosixPath(plot).name for plot in (metrics.get("plots") or {}).values()}
+    return {path: read(volume, f"{folder}/{path}") for path in sorted(wanted & present)}
+
+
+def sweep_rows(volume, sweep: str) -> list[dict]:
+    """The rows of a sweep's table, from the records and metrics its jobs' runs keep on the volume."""
+    from cats_model.cloud.sweep_summary import volume_rows
+
+    settings = load_settings()
+    files = {p.removeprefix("runs/"): p for p in volume_files(volume, "runs") if p.count("/") == 2}
+    wanted = [
+        p for p in files if p.startswith(f"{sweep}-") and p.endswith((f"/{RECORD_FILE}", f"/{METRICS}"))
+    ]
+
+    def cost(record: dict) -> float | None:
+        return settings.cost(record["container_s"], record["gpu"]) if record.get("container_s") else None
+
+    return volume_rows({path: read(volume, files[path]) for path in wanted}, sweep, cost)
