@@ -53,6 +53,7 @@ from aiohttp import web
 from google.protobuf import empty_pb2
 from grpclib import GRPCError, Status
 from modal._serialization import serialize
+from modal._utils.blob_utils import BLOCK_SIZE
 from modal_proto import api_grpc, api_pb2
 
 CONTAINER = Path(__file__).with_name("modal_container.py")
@@ -842,13 +843,19 @@ class ModalService(api_grpc.ModalClientBase):
             raise GRPCError(Status.NOT_FOUND, f"No such file: {request.path}")
         size = path.stat().st_size
         url = f"http://127.0.0.1:{self.blob_port}/volume/{name}/{request.path.strip('/')}"
+        blocks = -(-size // BLOCK_SIZE)  # one URL per block, as the client reads them
         await stream.send_message(
-            api_pb2.VolumeGetFile2Response(get_urls=[url] if size else [], size=size, start=0, len=size)
+            api_pb2.VolumeGetFile2Response(
+                get_urls=[f"{url}?block={i}" for i in range(blocks)], size=size, start=0, len=size
+            )
         )
 
     async def _serve_file(self, request: web.Request) -> web.Response:
         path = self.volume_path(request.match_info["volume"]) / request.match_info["path"]
-        return web.Response(body=path.read_bytes())
+        start = int(request.query.get("block", 0)) * BLOCK_SIZE
+        with open(path, "rb") as file:
+            file.seek(start)
+            return web.Response(body=file.read(BLOCK_SIZE))
 
 
 def _image_env(image: api_pb2.Image | None) -> dict[str, str]:
