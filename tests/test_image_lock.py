@@ -15,9 +15,7 @@ from cats_model.paths import PROJECT_ROOT
 
 def test_the_lock_agrees_with_pyproject():
     assert disagreements() == [], "refresh it: python scripts/lock_image.py (README, 'The image')"
-    pins = locked()
-    assert "modal" not in pins  # the container's client comes from Modal's own mount
-    assert pins["torch"] == "2.14.1" and pins["lightning"] == "2.6.6"  # what this project's tests run
+    assert "modal" not in locked()  # the container's client comes from Modal's own mount
 
 
 def test_a_lock_that_pyproject_outgrew_is_named_line_by_line():
