@@ -121,6 +121,13 @@ def test_fetch_and_summary_read_the_volume_from_this_machine_with_no_container(m
     assert modal_client.unanswered == [] and modal_client.faults == []
 
 
+def test_summary_before_any_run_is_one_line(modal_client):
+    fresh = client_process(modal_client, "-m", "cats_model.cloud", "summary", "grid")
+    assert (fresh.returncode, fresh.stderr) == (
+        1, "error: the outputs volume cats-model-outputs does not exist yet: no run has been started on Modal\n"
+    )  # fmt: skip
+
+
 @pytest.mark.slow
 def test_tensorboard_serves_every_run_on_the_outputs_volume(volume, modal_app, monkeypatch):
     from werkzeug.test import Client
