@@ -5,9 +5,14 @@ import os
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+# A Modal function's CPU request (modal.yml): Modal may show a container more cores than it requested, and bills
+# what it uses; thread pools and DataLoader workers are sized to the request.
+CPUS_ENV = "CATS_MODEL_CPUS"
+
 
 def available_cpus() -> int:
-    """CPUs this process may really use: the cgroup quota (containers) or the affinity mask, whichever is less."""
+    """CPUs this process may really use: the cgroup quota (containers), the affinity mask or the CPU request of
+    the Modal function (CATS_MODEL_CPUS), whichever is least."""
     count = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     try:  # cgroup v2: "max 100000" or "<quota> <period>"
         quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
@@ -15,6 +20,8 @@ def available_cpus() -> int:
             count = min(count, max(1, int(int(quota) / int(period))))
     except (OSError, ValueError):
         pass
+    if requested := os.environ.get(CPUS_ENV):
+        count = min(count, max(1, int(float(requested))))
     return max(1, count)
 
 

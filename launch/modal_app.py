@@ -28,26 +28,23 @@ app = modal.App(settings.app_name, image=image)
 
 TRAIN_OPTIONS = dict(
     gpu=settings.train["gpu"],
-    cpu=settings.train["cpu"],
-    memory=settings.train["memory"],
+    **settings.resources("train"),
     timeout=settings.train["timeout"],
     retries=modal.Retries(**settings.train["retries"]),
     single_use_containers=settings.train["single_use_containers"],
     volumes=VOLUMES,
 )
 PREPARE_DATA_OPTIONS = dict(
-    cpu=settings.prepare_data["cpu"],
-    memory=settings.prepare_data["memory"],
+    **settings.resources("prepare_data"),
     timeout=settings.prepare_data["timeout"],
     retries=settings.prepare_data["retries"],
     volumes={data_mount: data_volume},
 )
 # The benchmark runs on the hardware training gets.
-BENCH_OPTIONS = {key: TRAIN_OPTIONS[key] for key in ("gpu", "cpu", "memory", "timeout", "volumes")}
-# Reading the outputs volume: fetching a run, a sweep's summary, TensorBoard.
+BENCH_OPTIONS = {key: TRAIN_OPTIONS[key] for key in ("gpu", "cpu", "memory", "env", "timeout", "volumes")}
+# TensorBoard over the outputs volume (fetch and summary read it from the laptop: cats_model/cloud/outputs.py).
 TOOL_OPTIONS = dict(
-    cpu=settings.tools["cpu"],
-    memory=settings.tools["memory"],
+    **settings.resources("tools"),
     timeout=settings.tools["timeout"],
     volumes={outputs_mount: outputs_volume},
 )
@@ -106,18 +103,6 @@ def _commit_data() -> None:
 def bench(args: str = "") -> dict:
     """`modal run launch/modal_app.py::bench [--args "--root /data/oxford-iiit-pet"]`: the table streams back."""
     return remote.bench(shlex.split(args), commit=_commit(outputs_volume))
-
-
-@app.function(**TOOL_OPTIONS)
-def read_run(run_name: str) -> dict:
-    """A run's metrics, config, best checkpoint and plots: `python -m cats_model.cloud fetch NAME`."""
-    return remote.read_run(run_name)
-
-
-@app.function(**TOOL_OPTIONS)
-def sweep_summary(sweep: str) -> dict:
-    """A sweep's table from the outputs volume: `python -m cats_model.cloud summary SWEEP`."""
-    return remote.sweep_summary(sweep)
 
 
 @app.function(**TENSORBOARD_OPTIONS)

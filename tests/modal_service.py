@@ -53,6 +53,7 @@ from aiohttp import web
 from google.protobuf import empty_pb2
 from grpclib import GRPCError, Status
 from modal._serialization import serialize
+from modal._utils.blob_utils import BLOCK_SIZE
 from modal_proto import api_grpc, api_pb2
 
 CONTAINER = Path(__file__).with_name("modal_container.py")
@@ -149,6 +150,7 @@ class ModalService(api_grpc.ModalClientBase):
         self.functions: dict[str, FunctionDef] = {}
         self.classes: dict[str, dict] = {}
         self.images: dict[str, api_pb2.Image] = {}
+        self.secrets: dict[str, dict[str, str]] = {}  # secret id -> its variables (`env=` of a function)
         self.calls: dict[str, Call] = {}
         self.scripts: dict[str, list[Attempt]] = {}
         self.requests: list[str] = []  # every RPC's name, in order
@@ -295,7 +297,7 @@ class ModalService(api_grpc.ModalClientBase):
         )
 
     async def AppGetByDeploymentName(self, stream):
-        request = await self.recv(stream)
+        request = await self.recv(stream)  # `modal deploy` looks up the deployment it replaces ("" if none)
         await stream.send_message(
             api_pb2.AppGetByDeploymentNameResponse(app_id=self.deployed.get(request.name, ""))
         )
@@ -391,6 +393,12 @@ class ModalService(api_grpc.ModalClientBase):
             api_pb2.ImageGetOrCreateResponse(image_id=image_id, result=done, metadata=metadata)
         )
 
+    async def SecretGetOrCreate(self, stream):
+        request = await self.recv(stream)  # `env={...}` of a function arrives as an anonymous secret
+        secret_id = self._new_id("st")
+        self.secrets[secret_id] = dict(request.env_dict)
+        await stream.send_message(api_pb2.SecretGetOrCreateResponse(secret_id=secret_id))
+
     async def MountGetOrCreate(self, stream):
         await self.recv(
             stream
@@ -423,7 +431,11 @@ class ModalService(api_grpc.ModalClientBase):
         )  # stable per name, as on Modal: a client may keep an id it had
         self.volume_path(name)
         await stream.send_message(
-            api_pb2.VolumeGetOrCreateResponse(volume_id=volume_id, version=api_pb2.VOLUME_FS_VERSION_V1)
+            api_pb2.VolumeGetOrCreateResponse(
+                volume_id=volume_id,
+                version=api_pb2.VOLUME_FS_VERSION_V1,
+                metadata=api_pb2.VolumeMetadata(name=name, version=api_pb2.VOLUME_FS_VERSION_V1),
+            )  # the client takes the volume's name from the metadata
         )
 
     def _handle(self, function: FunctionDef) -> api_pb2.FunctionHandleMetadata:
@@ -462,7 +474,8 @@ class ModalService(api_grpc.ModalClientBase):
             )
             data.supported_input_formats.extend(definition.supported_input_formats)
             data.supported_output_formats.extend(definition.supported_output_formats)
-            data.method_definitions.update(definition.method_definitions)
+            for method, method_definition in definition.method_definitions.items():  # a class's methods
+                data.method_definitions[method].CopyFrom(method_definition)
             data.ranked_functions.append(api_pb2.FunctionData.RankedFunction(rank=0, function=definition))
         function_id = request.existing_function_id or self._new_id("fu")
         function = FunctionDef(function_id, request.app_id, definition.function_name, definition, data=data)
@@ -707,6 +720,8 @@ class ModalService(api_grpc.ModalClientBase):
             container.base[name] = _snapshot_into(self.volume_path(name), view)
             container.mounts[mount.mount_path] = (name, view)
         image = self.images.get(call.function.definition.image_id)
+        for secret_id in call.function.definition.secret_ids:  # set in the container, as the image's ENV is
+            env.update(self.secrets.get(secret_id, {}))
         for key, value in _image_env(image).items():
             for mount_path, (_, view) in container.mounts.items():
                 if value == mount_path or value.startswith(mount_path + "/"):
@@ -836,13 +851,19 @@ class ModalService(api_grpc.ModalClientBase):
             raise GRPCError(Status.NOT_FOUND, f"No such file: {request.path}")
         size = path.stat().st_size
         url = f"http://127.0.0.1:{self.blob_port}/volume/{name}/{request.path.strip('/')}"
+        blocks = -(-size // BLOCK_SIZE)  # one URL per block, as the client reads them
         await stream.send_message(
-            api_pb2.VolumeGetFile2Response(get_urls=[url] if size else [], size=size, start=0, len=size)
+            api_pb2.VolumeGetFile2Response(
+                get_urls=[f"{url}?block={i}" for i in range(blocks)], size=size, start=0, len=size
+            )
         )
 
     async def _serve_file(self, request: web.Request) -> web.Response:
         path = self.volume_path(request.match_info["volume"]) / request.match_info["path"]
-        return web.Response(body=path.read_bytes())
+        start = int(request.query.get("block", 0)) * BLOCK_SIZE
+        with open(path, "rb") as file:
+            file.seek(start)
+            return web.Response(body=file.read(BLOCK_SIZE))
 
 
 def _volume_name(volume_id: str) -> str:

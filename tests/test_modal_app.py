@@ -15,7 +15,7 @@ from cats_model.cloud import entry
 from cats_model.cloud.calls import ModalCalls
 from cats_model.cloud.overrides import single_run, split_launch, split_run_name
 from cats_model.cloud.remote import fresh_run_name, needs_oxford_download
-from cats_model.cloud.settings import MODAL_YML, dependencies, load_settings, split_torch
+from cats_model.cloud.settings import MODAL_YML, load_settings
 from cats_model.config import compose_train_config
 from cats_model.errors import UserError
 from cats_model.paths import PROJECT_ROOT
@@ -51,9 +51,9 @@ def test_app_and_functions_match_modal_yml(modal_app, declared):
     assert volumes == {"/data": "cats-model-data", "/outputs": "cats-model-outputs"}
 
     train = modal_app.train._spec_
-    assert (train.gpus, train.cpu, train.memory) == tuple(
+    assert (train.gpus, list(train.cpu), list(train.memory)) == tuple(
         declared["train"][k] for k in ("gpu", "cpu", "memory")
-    )
+    )  # (request, limit)
     assert {mount: volume.name for mount, volume in train.volumes.items()} == volumes
     options = modal_app.TRAIN_OPTIONS
     assert options["timeout"] == declared["train"]["timeout"] == 3600
@@ -69,7 +69,7 @@ def test_app_and_functions_match_modal_yml(modal_app, declared):
 
     prepare = modal_app.prepare_data._spec_
     assert prepare.gpus is None
-    assert (prepare.cpu, prepare.memory) == (
+    assert (list(prepare.cpu), list(prepare.memory)) == (
         declared["prepare_data"]["cpu"],
         declared["prepare_data"]["memory"],
     )
@@ -77,35 +77,15 @@ def test_app_and_functions_match_modal_yml(modal_app, declared):
     assert modal_app.PREPARE_DATA_OPTIONS["retries"] == declared["prepare_data"]["retries"]
     assert modal_app.PREPARE_DATA_OPTIONS["timeout"] == declared["prepare_data"]["timeout"]
 
-    for tool in (modal_app.read_run, modal_app.sweep_summary, modal_app.tensorboard):
+    for tool in (modal_app.tensorboard,):
         spec = tool._spec_
-        assert spec.gpus is None and (spec.cpu, spec.memory) == (
+        assert spec.gpus is None and (list(spec.cpu), list(spec.memory)) == (
             declared["tools"]["cpu"],
             declared["tools"]["memory"],
         )
         assert {m: v.name for m, v in spec.volumes.items()} == {"/outputs": "cats-model-outputs"}
     assert modal_app.TOOL_OPTIONS["timeout"] == declared["tools"]["timeout"]
     assert modal_app.TENSORBOARD_OPTIONS["max_containers"] == declared["tensorboard"]["max_containers"]
-
-
-def test_image_installs_exactly_the_pyproject_dependencies(monkeypatch):
-    """The one image recipe of both apps, built with Modal's own Image (its pip_install calls recorded)."""
-    import modal
-
-    from cats_model.cloud.image import project_image
-
-    installs, real = [], modal.Image.pip_install
-
-    def recorded(image, *packages, **options):
-        installs.append((list(packages), options.get("index_url")))
-        return real(image, *packages, **options)
-
-    monkeypatch.setattr(modal.Image, "pip_install", recorded)
-    project_image({"X": "1"})
-    torch_requirements, others = split_torch(dependencies())
-    assert [r.split(">")[0] for r in torch_requirements] == ["torch", "torchvision"]
-    assert sorted(torch_requirements + others) == sorted(dependencies())
-    assert installs == [(torch_requirements, load_settings().torch_index_url), (others, None)]
 
 
 def test_no_modal_setting_is_written_twice():
@@ -146,6 +126,7 @@ def test_a_call_takes_its_gpu_and_timeout_from_the_overrides_or_modal_yml(declar
     settings = load_settings()
     default = settings.call()
     assert (default.gpu, default.timeout) == (declared["train"]["gpu"], declared["train"]["timeout"])
+    assert settings.call("H100:8").gpu_count == 8 and settings.call("A10G:4").gpu_count == 4
     chosen = settings.call("a10g:2", "7200", max_containers=4)
     assert chosen.options() == {"gpu": "a10g:2", "timeout": 7200, "max_containers": 4}
     assert chosen.gpu_count == 2
@@ -159,6 +140,8 @@ def test_a_call_takes_its_gpu_and_timeout_from_the_overrides_or_modal_yml(declar
     for gpu, timeout, message in (
         ("A1OO", None, "gpu=A1OO is not a GPU type of modal.yml"),
         ("T4:0", None, "gpu=T4:0 is not a GPU type"),
+        ("a10g:5", None, "gpu=a10g:5 asks for 5 a10g GPUs in one container: Modal gives at most 4"),
+        ("H100:9", None, "at most 8 \\(max_gpus in modal.yml\\)"),
         (None, "10", "timeout=10 must be a whole number of seconds above"),
         (None, "90000", "at most 86400"),
         (None, "1h", "timeout=1h must be"),
@@ -186,6 +169,7 @@ def test_bad_overrides_fail_before_any_modal_call(modal_client, modal_app, mount
     for args, message in (
         (("model=resnet999",), "Could not find 'model/resnet999'"),
         (("gpu=A1OO",), "gpu=A1OO is not a GPU type"),
+        (("gpu=T4:16",), "gpu=T4:16 asks for 16 T4 GPUs in one container: Modal gives at most 8"),
         (("paths.output_dir=/",), "paths.output_dir=/ cannot be set for a Modal run"),
         (("data.batch_size=0",), "data.batch_size=0 is not a valid value: expected an integer >= 1"),
         (("optimizer._target_=torch.optim.Adamw",), "unknown optimizer 'torch.optim.Adamw'"),
@@ -347,7 +331,7 @@ def test_no_function_is_shipped_pickled_by_value_on_any_load_path(modal_app, loa
     by_pytest = {
         name: f._source_info_.is_serialized() for name, f in modal_app.app.registered_functions.items()
     }
-    assert set(by_pytest) == {"prepare_data", "train", "bench", "read_run", "sweep_summary", "tensorboard"}
+    assert set(by_pytest) == {"prepare_data", "train", "bench", "tensorboard"}
     result = subprocess.run(
         [sys.executable, "-c", LOADED_FUNCTIONS.format(load=load)],
         capture_output=True,

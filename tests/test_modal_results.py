@@ -8,12 +8,13 @@ import time
 
 import pytest
 from helpers import APP_FILE, REMOTE_CPU
-from modal_service import modal_command
+from modal_service import client_process, modal_command
 
 from cats_model.cloud.__main__ import fetch
-from cats_model.cloud.calls import ModalCalls
+from cats_model.cloud.outputs import opened
 from cats_model.cloud.settings import load_settings
 from cats_model.data.synthetic import SyntheticSpec, ensure_synthetic
+from cats_model.errors import UserError
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +45,8 @@ def test_fetch_brings_a_run_into_runs_and_the_readme_commands_use_it(
     volume_client, modal_app, monkeypatch, tmp_path, module_modal_service, capsys
 ):
     monkeypatch.chdir(tmp_path)
-    fetch("day", ModalCalls(modal_app))
+    with opened() as outputs_volume:
+        fetch("day", outputs_volume)
     run = tmp_path / "runs" / "day"
     names = {str(p.relative_to(run)) for p in run.rglob("*") if p.is_file()}
     assert {"metrics.json", ".hydra/config.yaml", "csv/metrics.csv", "confusion_matrix.png"} <= names
@@ -67,10 +69,63 @@ def test_fetch_brings_a_run_into_runs_and_the_readme_commands_use_it(
     assert exported.returncode == 0, exported.stderr[-2000:]
     assert (tmp_path / "cats.onnx").is_file()
 
-    with pytest.raises(SystemExit) as failed:
-        fetch("nosuchrun", ModalCalls(modal_app))
-    assert failed.value.code == 1
-    assert "run nosuchrun has no metrics.json on the outputs volume" in capsys.readouterr().err
+    with pytest.raises(UserError, match="run nosuchrun has no metrics.json on the outputs volume"):
+        with opened() as outputs_volume:
+            fetch("nosuchrun", outputs_volume)
+
+
+def test_fetch_and_summary_read_the_volume_from_this_machine_with_no_container(modal_client, tmp_path):
+    """The README's commands, on a volume holding a finished run of sweep `grid` and a failed one."""
+    runs = modal_client.volume_path("cats-model-outputs") / "runs"
+    day = runs / "grid-0"
+    for path, text in {
+        "metrics.json": json.dumps({
+            "best_model_path": "/outputs/runs/grid-0/checkpoints/best-epoch001.ckpt", "val/acc_best": 0.75,
+            "test/acc": 0.5, "plots": {"confusion": "/outputs/runs/grid-0/confusion_matrix.png"},
+        }),
+        "launch.json": json.dumps({"status": "completed", "overrides": ["lr=0.1"], "gpu": "T4", "container_s": 600}),
+        ".hydra/config.yaml": "seed: 1\n", "csv/metrics.csv": "epoch\n1\n", "confusion_matrix.png": "png",
+        "checkpoints/best-epoch001.ckpt": "best", "checkpoints/last.ckpt": "last",
+    }.items():  # fmt: skip
+        (day / path).parent.mkdir(parents=True, exist_ok=True)
+        (day / path).write_text(text)
+    failed = {"status": "failed", "overrides": ["lr=9"], "gpu": "T4", "container_s": 30, "error": "bad lr"}
+    (runs / "grid-1").mkdir()
+    (runs / "grid-1" / "launch.json").write_text(json.dumps(failed))
+
+    fetched = client_process(
+        modal_client, "-m", "cats_model.cloud", "fetch", "grid-0", "--into", str(tmp_path)
+    )
+    assert fetched.returncode == 0, fetched.stderr
+    names = sorted(
+        str(p.relative_to(tmp_path / "grid-0")) for p in (tmp_path / "grid-0").rglob("*") if p.is_file()
+    )
+    assert names == [
+        ".hydra/config.yaml", "checkpoints/best-epoch001.ckpt", "confusion_matrix.png", "csv/metrics.csv",
+        "metrics.json",
+    ]  # fmt: skip
+    table = client_process(modal_client, "-m", "cats_model.cloud", "summary", "grid")
+    assert table.returncode == 0, table.stderr
+    lines = table.stdout.splitlines()
+    assert lines[1].split()[:4] == ["*0", "lr=0.1", "completed", "0.7500"]
+    assert lines[2].split()[:3] == ["1", "lr=9", "failed"] and "job 1 failed: bad lr" in lines
+    missing = client_process(modal_client, "-m", "cats_model.cloud", "fetch", "grid-1")
+    assert (missing.returncode, missing.stderr) == (
+        1,
+        "error: run grid-1 has no metrics.json on the outputs volume (unknown, running or failed)\n",
+    )
+    # Read through the Volume API: no app was started, no container ran, no image was built.
+    assert modal_client.containers == [] and not {"AppCreate", "ImageGetOrCreate"} & set(
+        modal_client.requests
+    )
+    assert modal_client.unanswered == [] and modal_client.faults == []
+
+
+def test_summary_before_any_run_is_one_line(modal_client):
+    fresh = client_process(modal_client, "-m", "cats_model.cloud", "summary", "grid")
+    assert (fresh.returncode, fresh.stderr) == (
+        1, "error: the outputs volume cats-model-outputs does not exist yet: no run has been started on Modal\n"
+    )  # fmt: skip
 
 
 @pytest.mark.slow

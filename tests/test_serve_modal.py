@@ -11,9 +11,12 @@ import pytest
 import yaml
 from fastapi.testclient import TestClient
 from helpers import FAST
+from modal._partial_function import _find_partial_methods_for_user_cls
+from modal._partial_function import _PartialFunctionFlags as Flags
+from modal_service import modal_command
 
 from cats_model.cloud.calls import load_modal_app
-from cats_model.cloud.settings import MODAL_YML
+from cats_model.cloud.settings import MODAL_YML, load_settings
 from cats_model.config import compose_train_config
 from cats_model.errors import UserError
 from cats_model.inference import load_model
@@ -37,11 +40,6 @@ def declared() -> dict:
 
 
 @pytest.fixture(scope="module")
-def serve_app():
-    return load_serve_app()
-
-
-@pytest.fixture(scope="module")
 def run(tmp_path_factory) -> Path:
     """A finished run folder (FAST: a tiny model in seconds), as training leaves it on the outputs volume."""
     run_dir = tmp_path_factory.mktemp("run")
@@ -50,21 +48,42 @@ def run(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
-def outputs(tmp_path, monkeypatch, run) -> Path:
-    """The outputs mount redirected to a folder holding the finished run `r1`, and a newer unfinished `r2`."""
-    outputs = tmp_path / "outputs"
-    shutil.copytree(run, outputs / "runs" / "r1")
-    (outputs / "runs" / "r2" / "checkpoints").mkdir(parents=True)
-    shutil.copy(run / "checkpoints" / "last.ckpt", outputs / "runs" / "r2" / "checkpoints")
+def volume(modal_client, monkeypatch) -> Path:
+    """The outputs volume on the offline Modal service (what `modal deploy` reads from this machine), and the
+    outputs mount of the class's .local() body pointed at it."""
+    outputs = modal_client.volume_path("cats-model-outputs")
     monkeypatch.setenv("CATS_MODEL_OUTPUT_DIR", str(outputs))
     return outputs
+
+
+def put_run(volume: Path, name: str = "r0") -> None:
+    """A finished run on the volume, with a placeholder checkpoint (enough for a deployment, not for serving)."""
+    (volume / "runs" / name / "checkpoints").mkdir(parents=True)
+    (volume / "runs" / name / "checkpoints" / "last.ckpt").write_bytes(b"x")
+    (volume / "runs" / name / "metrics.json").write_text("{}")
+
+
+@pytest.fixture
+def serve_app(volume):
+    """The app as deployed from a volume holding one finished run, `r0`."""
+    put_run(volume)
+    return load_serve_app()
+
+
+@pytest.fixture
+def outputs(volume, run) -> Path:
+    """The outputs volume holding the finished run `r1`, and a newer unfinished `r2`."""
+    shutil.copytree(run, volume / "runs" / "r1")
+    (volume / "runs" / "r2" / "checkpoints").mkdir(parents=True)
+    shutil.copy(run / "checkpoints" / "last.ckpt", volume / "runs" / "r2" / "checkpoints")
+    return volume
 
 
 def test_the_server_class_matches_modal_yml(serve_app, declared):
     assert serve_app.app.name == declared["app_name"] == "tiny-cats-model-serve"
     service = serve_app.Server._get_class_service_function()
     info = service.info()  # built locally: no token, no network
-    assert (info.cpu, info.memory_mib, info.timeout) == (
+    assert (list(info.cpu), list(info.memory_mib), info.timeout) == (
         declared["cpu"],
         declared["memory"],
         declared["timeout"],
@@ -76,8 +95,50 @@ def test_the_server_class_matches_modal_yml(serve_app, declared):
     }
     assert info.method_names == ["web"] and info.method_details["web"] is not None  # the ASGI app
     assert serve_app.SERVER_OPTIONS["scaledown_window"] == declared["scaledown_window"]
-    assert serve_app.run == declared["run"] == "latest"
+    assert declared["run"] == "latest" and serve_app.run == "r0"  # the latest finished run, decided at deploy
+    assert serve_app.SERVER_OPTIONS["enable_memory_snapshot"] is declared["memory_snapshot"] is True
+    snapshot = _find_partial_methods_for_user_cls(serve_app.Server._get_user_cls(), Flags.ENTER_PRE_SNAPSHOT)
+    assert list(snapshot) == ["load"]  # the CPU model is in the snapshot
     assert not service._source_info_.is_serialized()  # imported by name in the container, not pickled
+
+
+def image_commands(service, image_id: str) -> list[str]:
+    """The Dockerfile commands of an image the service was given, its base layers' first."""
+    image = service.images[image_id]
+    base = [c for layer in image.base_images for c in image_commands(service, layer.image_id)]
+    return base + list(image.dockerfile_commands)
+
+
+def test_deploy_refuses_a_run_that_is_not_on_the_outputs_volume_in_one_line(volume, modal_client):
+    def deploy(run: str = ""):
+        return modal_command(
+            modal_client, "deploy", str(APP_FILE), env={"CATS_MODEL_SERVE_RUN": run}, timeout=300
+        )
+
+    refused = deploy()
+    assert refused.returncode == 1 and refused.stderr.splitlines() == [
+        "error: no finished run on the outputs volume cats-model-outputs (none has runs/NAME/metrics.json): "
+        "train one first, or name a run with serve.run in modal.yml or CATS_MODEL_SERVE_RUN"
+    ]
+    put_run(volume, "day")
+    (volume / "runs" / "running" / "checkpoints").mkdir(parents=True)  # started, no checkpoint yet
+    for run in ("night", "running"):
+        refused = deploy(run)
+        assert refused.returncode == 1 and refused.stderr.splitlines() == [
+            f"error: serve run {run!r} has no checkpoint on the outputs volume cats-model-outputs "
+            f"(runs/{run}/checkpoints/); `modal volume ls cats-model-outputs runs/` lists the runs"
+        ]
+    assert "tiny-cats-model-serve" not in modal_client.deployed
+
+    deployed = deploy()
+    assert deployed.returncode == 0, deployed.stderr[-3000:]
+    assert "tiny-cats-model-serve" in modal_client.deployed
+    [server] = [f.definition for f in modal_client.functions.values() if f.tag.startswith("Server")]
+    assert server.checkpointing_enabled  # memory snapshots
+    build = "\n".join(image_commands(modal_client, server.image_id))
+    assert "ENV CATS_MODEL_SERVE_RUN=day" in build  # `latest`, decided at deploy
+    assert load_settings().cpu_torch_index_url in build and "nvidia-" not in build  # CPU-only torch
+    assert modal_client.unanswered == [] and modal_client.faults == []
 
 
 def test_no_serve_setting_is_written_in_the_app_file(declared):
@@ -93,8 +154,10 @@ def test_no_serve_setting_is_written_in_the_app_file(declared):
 
 
 @pytest.mark.slow
-def test_the_class_serves_the_latest_finished_run_offline(serve_app, declared, outputs):
-    app = serve_app.Server().web.local()  # runs @modal.enter (loads the checkpoint), then builds the app
+def test_the_class_serves_the_latest_finished_run_offline(declared, outputs):
+    app = (
+        load_serve_app().Server().web.local()
+    )  # runs @modal.enter (loads the checkpoint), then builds the app
     checkpoint = best_checkpoint(outputs / "runs" / "r1")
     assert checkpoint.name.startswith("best-")
     photos = sorted(

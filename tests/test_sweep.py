@@ -19,7 +19,6 @@ from hydra.test_utils.launcher_common_tests import IntegrationTestSuite, Launche
 from hydra.version import VersionBase
 from modal_service import Attempt, client_process, modal_command
 
-from cats_model.cloud.calls import ModalCalls
 from cats_model.cloud.settings import load_settings
 
 
@@ -96,7 +95,7 @@ def test_local_backend_runs_the_function_bodies_and_isolates_a_failing_job(tmp_p
 
 @pytest.mark.slow
 def test_a_grid_sweep_through_modal_run_makes_one_call_per_job_on_its_gpu(
-    tmp_path, modal_app, modal_client, monkeypatch
+    tmp_path, modal_client, monkeypatch
 ):
     service = modal_client
     outputs = service.volume_path("cats-model-outputs")
@@ -151,9 +150,11 @@ def test_a_grid_sweep_through_modal_run_makes_one_call_per_job_on_its_gpu(
 
     # Later, from the outputs volume alone: the same table.
     from cats_model.cloud.__main__ import summary
+    from cats_model.cloud.outputs import opened
 
     sweep = runs[0].name.rsplit("-", 1)[0]
-    remote_rows = summary(sweep, ModalCalls(modal_app))
+    with opened() as volume:  # read from here: no container
+        remote_rows = summary(sweep, volume)
     assert [(r["job"], r["status"], r["val/acc_best"], r["cost_usd"]) for r in remote_rows] == [
         (r["job"], r["status"], r["val/acc_best"], r["cost_usd"]) for r in rows
     ]

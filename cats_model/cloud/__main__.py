@@ -11,28 +11,24 @@ import argparse
 from pathlib import Path
 
 from cats_model.atomic import atomic_path
-from cats_model.cloud import entry
-from cats_model.cloud.calls import ModalCalls, deployed_app, load_modal_app
+from cats_model.cloud import entry, outputs
+from cats_model.cloud.calls import ModalCalls, deployed_app
 from cats_model.cloud.sweep_summary import format_table, local_rows
-from cats_model.errors import UserError, exit_on_user_error
+from cats_model.errors import exit_on_user_error
 from cats_model.paths import configured_path
 
 
-def fetch(run_name: str, calls, into: Path = Path("runs")) -> Path:
+def fetch(run_name: str, volume, into: Path = Path("runs")) -> Path:
     """Write the run's files into `into/run_name/`, laid out as in the run folder on the volume."""
-    with exit_on_user_error(exit_code=1):
-        with calls.running():
-            answer = calls.read_run(run_name)
-        if "error" in answer:
-            raise UserError(answer["error"])
+    files = outputs.run_files(volume, run_name)
     target = (into / run_name).absolute()
-    for relative, data in answer["files"].items():
+    for relative, data in files.items():
         path = (target / relative).resolve()
         if not path.is_relative_to(target.resolve()):
             raise ValueError(f"refusing {relative!r}: outside {target}")
         with atomic_path(path) as tmp:
             tmp.write_bytes(data)
-    print(f"run {run_name}: {len(answer['files'])} files in {target}/: {', '.join(sorted(answer['files']))}")
+    print(f"run {run_name}: {len(files)} files in {target}/: {', '.join(sorted(files))}")
     return target
 
 
@@ -44,9 +40,8 @@ def local_summary(sweep: str) -> list[dict] | None:
     return rows
 
 
-def summary(sweep: str, calls) -> list[dict]:
-    with exit_on_user_error(exit_code=1), calls.running():
-        rows = calls.sweep_summary(sweep)["rows"]
+def summary(sweep: str, volume) -> list[dict]:
+    rows = outputs.sweep_rows(volume, sweep)
     print(format_table(rows) if rows else f"no job of sweep {sweep} has started on the outputs volume")
     return rows
 
@@ -72,11 +67,17 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.command == "submit":
         entry.run_single(args.overrides, ModalCalls(deployed_app()))
-    elif args.command == "fetch":
-        fetch(args.run, ModalCalls(load_modal_app()), args.into)
-    elif local_summary(args.sweep) is None:
-        without = f"for a sweep run here, give its folder or its name ({args.sweep} is neither here)"
-        summary(args.sweep, ModalCalls(load_modal_app(), without_modal=without))
+        return
+    if args.command == "summary" and local_summary(args.sweep) is not None:
+        return
+    # Read from this machine through Modal's Volume API: no app, no container, no image build.
+    if args.command == "fetch":
+        with exit_on_user_error(exit_code=1), outputs.opened() as volume:
+            fetch(args.run, volume, args.into)
+        return
+    without = f"for a sweep run here, give its folder or its name ({args.sweep} is neither here)"
+    with exit_on_user_error(exit_code=1), outputs.opened(without) as volume:
+        summary(args.sweep, volume)
 
 
 if __name__ == "__main__":

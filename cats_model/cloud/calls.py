@@ -53,8 +53,7 @@ def deployed_app() -> SimpleNamespace:
 
     settings = load_settings()
     functions = {
-        name: modal.Function.from_name(settings.app_name, name)
-        for name in ("train", "prepare_data", "read_run", "sweep_summary")
+        name: modal.Function.from_name(settings.app_name, name) for name in ("train", "prepare_data")
     }
     return SimpleNamespace(
         app=None, outputs_volume=modal.Volume.from_name(settings.volume("outputs")[0]), **functions
@@ -172,12 +171,6 @@ class ModalCalls:
                 ) from err
             except TimeoutError:  # the builtin: this poll ended while the call still runs
                 continue
-
-    def read_run(self, run_name: str) -> dict:
-        return self.modal_app.read_run.remote(run_name)
-
-    def sweep_summary(self, sweep: str) -> dict:
-        return self.modal_app.sweep_summary.remote(sweep)
 
 
 class LocalCalls:

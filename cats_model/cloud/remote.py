@@ -230,7 +230,7 @@ def _outcome(
             "error": "stopped by SIGTERM (a preemption?); Modal retries the call, which resumes it",
         }
     if returncode == -signal.SIGKILL and out_of_memory:
-        memory = load_settings().train["memory"]
+        memory = load_settings().train["memory"][1]  # [request, limit]
         error = (
             f"training of run {directory.name} was killed by the system: out of memory (the container has "
             f"{memory} MiB, train.memory in modal.yml); raise train.memory, or lower data.batch_size or "
@@ -261,39 +261,6 @@ def bench(argv: list[str], commit: Callable[[], None] | None) -> dict:
     return results
 
 
-def read_run(run_name: str) -> dict:
-    """A finished run's files worth having on a laptop, by path in the run folder: metrics.json, the config, the
-    best checkpoint, the plots and the training log; {"error": ...} when the run has no metrics.json."""
-    try:
-        directory = run_dir(run_name)
-    except UserError as err:
-        return {"error": str(err)}
-    metrics_file = directory / "metrics.json"
-    if not metrics_file.is_file():
-        return {
-            "error": f"run {run_name} has no metrics.json on the outputs volume (unknown, running or failed)"
-        }
-    metrics = json.loads(metrics_file.read_text())
-    wanted = [metrics_file, *(directory / ".hydra").glob("*.yaml"), directory / "csv" / "metrics.csv"]
-    # metrics.json holds the paths of the container that wrote it: the run's layout places the files by name.
-    if metrics.get("best_model_path"):
-        wanted.append(directory / "checkpoints" / Path(metrics["best_model_path"]).name)
-    wanted += [directory / Path(plot).name for plot in (metrics.get("plots") or {}).values()]
-    return {"files": {str(p.relative_to(directory)): p.read_bytes() for p in wanted if p.is_file()}}
-
-
-def sweep_summary(sweep: str) -> dict:
-    """The rows of a sweep's table, from its runs on the outputs volume (see sweep_summary.volume_rows)."""
-    from cats_model.cloud.sweep_summary import volume_rows
-
-    settings = load_settings()
-
-    def cost(record: dict) -> float | None:
-        return settings.cost(record["container_s"], record["gpu"]) if record.get("container_s") else None
-
-    return {"rows": volume_rows(output_dir() / "runs", sweep, cost)}
-
-
 def tensorboard(reload: Callable[[], None] | None):
     """TensorBoard's WSGI app over every run on the outputs volume; `reload` (the volume's) runs on each page
     load, so that runs committed since the container started appear (as in Modal's TensorBoard example)."""
@@ -301,7 +268,9 @@ def tensorboard(reload: Callable[[], None] | None):
     from tensorboard.program import TensorBoard
 
     board = TensorBoard()
-    board.configure(logdir=str(output_dir() / "runs"))
+    # The fast loader's data server keeps event files open, and Volume.reload() fails while files are open:
+    # the page would never show a new run. The Python loader opens a file only to read it.
+    board.configure(logdir=str(output_dir() / "runs"), load_fast="false")
     data_provider, multiplexer = board._make_data_provider()
     app = TensorBoardWSGIApp(
         board.flags, board.plugin_loaders, data_provider, board.assets_zip_provider, multiplexer

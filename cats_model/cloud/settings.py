@@ -1,6 +1,5 @@
 """modal.yml and pyproject.toml, read into plain values: what the Modal app should look like, not Modal calls."""
 
-import re
 from dataclasses import asdict, dataclass, replace
 from functools import cache
 from pathlib import Path
@@ -9,6 +8,7 @@ import yaml
 
 from cats_model.errors import UserError
 from cats_model.paths import PROJECT_ROOT
+from cats_model.system import CPUS_ENV
 
 try:
     import tomllib
@@ -17,7 +17,7 @@ except ModuleNotFoundError:  # Python 3.10
 
 MODAL_YML = PROJECT_ROOT / "modal.yml"
 PYPROJECT = PROJECT_ROOT / "pyproject.toml"
-TORCH_PACKAGES = ("torch", "torchvision")
+TORCH_PACKAGES = ("torch", "torchvision")  # their build follows the GPU (cloud/image.py)
 MAX_TIMEOUT = 86400  # Modal's longest function timeout (24 h)
 
 
@@ -67,13 +67,20 @@ class Settings:
         return str(self.raw["image"]["python_version"])
 
     @property
-    def torch_index_url(self) -> str:
-        return self.raw["image"]["torch_index_url"]
+    def cpu_torch_index_url(self) -> str:
+        return self.raw["image"]["cpu_torch_index_url"]
 
     def volume(self, key: str) -> tuple[str, str]:
         """(volume name, mount path) of `data` or `outputs`."""
         entry = self.raw["volumes"][key]
         return entry["name"], entry["mount"]
+
+    def resources(self, section: str) -> dict:
+        """The cpu and memory options of a Modal function, each (request, limit), and the environment that sizes
+        its thread pools to the CPU request."""
+        entry = self.raw[section]
+        cpu, memory = tuple(entry["cpu"]), tuple(entry["memory"])
+        return {"cpu": cpu, "memory": memory, "env": {CPUS_ENV: str(cpu[0])}}
 
     @property
     def train(self) -> dict:
@@ -102,13 +109,7 @@ class Settings:
 
     def call(self, gpu: str | None = None, timeout: str | int | None = None, **placement) -> Call:
         """A train call on `gpu` with `timeout` (modal.yml's when None), checked before anything is paid for."""
-        gpu = str(gpu or self.train["gpu"])
-        kind, _, count = gpu.partition(":")
-        if kind.upper() not in self.gpu_prices or not (count == "" or count.isdigit() and int(count) > 0):
-            raise UserError(
-                f"gpu={gpu} is not a GPU type of modal.yml: use one of {', '.join(self.raw['prices']['gpu'])}, "
-                "optionally with :N for N GPUs (e.g. gpu=A10G:2)"
-            )
+        gpu = self.checked_gpu(str(gpu or self.train["gpu"]))
         timeout = self.train["timeout"] if timeout is None else timeout
         low = self.train["stop_before_timeout"]
         if not str(timeout).isdigit() or not low < int(timeout) <= MAX_TIMEOUT:
@@ -118,14 +119,33 @@ class Settings:
             )
         return Call(gpu=gpu, timeout=int(timeout), **placement)
 
+    def checked_gpu(self, gpu: str, key: str = "gpu") -> str:
+        """`gpu` if Modal can give it (a type of modal.yml's prices, at most max_gpus of it in one container),
+        else a UserError, before anything is submitted or paid for (Modal itself refuses it only at submission)."""
+        kind, _, count = gpu.partition(":")
+        if kind.upper() not in self.gpu_prices or not (count == "" or count.isdigit() and int(count) > 0):
+            raise UserError(
+                f"{key}={gpu} is not a GPU type of modal.yml: use one of {', '.join(self.raw['prices']['gpu'])}, "
+                "optionally with :N for N GPUs (e.g. gpu=A10G:2)"
+            )
+        limits = {name.upper(): most for name, most in self.raw["max_gpus"].items()}
+        most = limits.get(kind.upper(), limits["DEFAULT"])
+        if int(count or 1) > most:
+            raise UserError(
+                f"{key}={gpu} asks for {count} {kind} GPUs in one container: Modal gives at most {most} "
+                "(max_gpus in modal.yml)"
+            )
+        return gpu
+
     def hourly_price(self, gpu: str | None = None) -> float:
-        """USD per hour of one train container: its GPUs, CPU cores and memory."""
+        """USD per hour of one train container: its GPUs, and its CPU cores and memory at their limits (Modal bills
+        the greater of request and use, and use stays under the limit)."""
         kind, _, count = str(gpu or self.train["gpu"]).partition(":")
         prices = self.raw["prices"]
         return (
             self.gpu_prices.get(kind.upper(), 0.0) * int(count or 1)
-            + prices["cpu_core"] * float(self.train["cpu"])
-            + prices["memory_gib"] * self.train["memory"] / 1024
+            + prices["cpu_core"] * float(self.train["cpu"][1])
+            + prices["memory_gib"] * self.train["memory"][1] / 1024
         )
 
     def cost(self, seconds: float, gpu: str | None = None) -> float:
@@ -140,13 +160,3 @@ def load_settings(path: Path = MODAL_YML) -> Settings:
 def dependencies(path: Path = PYPROJECT) -> list[str]:
     """The runtime dependencies of pyproject.toml: one list for local installs and the Modal image."""
     return list(tomllib.loads(Path(path).read_text())["project"]["dependencies"])
-
-
-def split_torch(requirements: list[str]) -> tuple[list[str], list[str]]:
-    """(torch and torchvision requirements, the rest): the first come from the CUDA index of modal.yml."""
-
-    def name(requirement: str) -> str:
-        return re.split(r"[<>=!~;\[ ]", requirement, maxsplit=1)[0].lower()
-
-    torch = [r for r in requirements if name(r) in TORCH_PACKAGES]
-    return torch, [r for r in requirements if name(r) not in TORCH_PACKAGES]

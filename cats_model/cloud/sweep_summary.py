@@ -94,23 +94,24 @@ def summary_row(
     )
 
 
-def volume_rows(runs: Path, sweep: str, cost: Callable[[dict], float | None]) -> list[dict]:
-    """A sweep's rows from the outputs volume: one per job whose run has started (`<sweep>-<job>` with a record)."""
+def volume_rows(files: dict[str, bytes], sweep: str, cost: Callable[[dict], float | None]) -> list[dict]:
+    """A sweep's rows from the outputs volume: one per job whose run has started (`<sweep>-<job>` with a record).
+    `files`: the runs' records and metrics.json, by path under runs/ (`<run>/launch.json`)."""
     from cats_model.cloud.remote import RECORD_FILE
 
     pattern = re.compile(re.escape(sweep) + r"-(\d+)")
     rows = []
-    for folder in runs.iterdir() if runs.is_dir() else ():
-        match = pattern.fullmatch(folder.name)
-        if not match or not (folder / RECORD_FILE).is_file():
+    for path, data in files.items():
+        run, _, name = path.partition("/")
+        match = pattern.fullmatch(run)
+        if not match or name != RECORD_FILE:
             continue
-        record = json.loads((folder / RECORD_FILE).read_text())
-        metrics_file = folder / "metrics.json"
-        completed = record["status"] == "completed" and metrics_file.is_file()
-        metrics = json.loads(metrics_file.read_text()) if completed else {}
+        record = json.loads(data)
+        completed = record["status"] == "completed" and f"{run}/metrics.json" in files
+        metrics = json.loads(files[f"{run}/metrics.json"]) if completed else {}
         rows.append(
             row(int(match[1]), record["overrides"], record["status"], {**record, **metrics}, cost(record),
-                folder, record.get("error"))
+                f"runs/{run}", record.get("error"))
         )  # fmt: skip
     return mark_best(sorted(rows, key=lambda r: r["job"]))
 
