@@ -145,8 +145,9 @@ def train(
     env = {**os.environ, DATA_ENV: str(data_dir()), OUTPUT_ENV: str(output_dir()), "PYTHONUNBUFFERED": "1"}
     record = {"run_name": run_name, "call_id": call_id, "overrides": overrides, **call.to_dict()}
     atomic_write_text(directory / RECORD_FILE, json.dumps({**record, "status": "running"}, indent=2))
-    if commit:
-        commit()  # a second submission of this run finds this call and follows it
+    _commit_or_warn(
+        commit, "the run's record"
+    )  # a second submission of this run finds this call and follows it
     with CheckpointCommitter(directory / "checkpoints", commit, commit_interval):
         oom_kills = _oom_kills()
         returncode, cause = _run_streaming(command, env)
@@ -165,9 +166,18 @@ def train(
                 directory / HANDOVER_DIR / f"{call_id}.json",
                 json.dumps({"continued_in": result["continued_in"]}),
             )
-            if commit:
-                commit()
+            # Never a raise here: Modal would retry this call beside the continuation it has just submitted.
+            _commit_or_warn(commit, "the call's handover")
     return result
+
+
+def _commit_or_warn(commit: Callable[[], None] | None, what: str) -> None:
+    """A commit that only helps (a record, a handover): a failure is a warning; the final commit still raises."""
+    if commit:
+        try:
+            commit()
+        except Exception as err:
+            print(f"warning: committing {what} to the outputs volume failed ({err})", file=sys.stderr)
 
 
 def _handed_over(directory: Path, call_id: str) -> str | None:
