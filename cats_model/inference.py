@@ -127,8 +127,12 @@ class TorchModel:
     def answers(self, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
         with torch.inference_mode():
             breeds, cat = self.module.heads(images.to(self.device))
-            cat = None if cat is None else cat.float().sigmoid().cpu().numpy()
-            return breeds.float().softmax(dim=1).cpu().numpy(), cat
+            cat = (
+                None
+                if cat is None
+                else checked_cat_output(self, len(images), cat.float().sigmoid().cpu().numpy())
+            )
+            return checked_output(self, len(images), breeds.float().softmax(dim=1).cpu().numpy()), cat
 
 
 class OnnxModel:
@@ -165,6 +169,13 @@ class OnnxModel:
         (logits,) = self.session.run([ONNX_OUTPUT], {ONNX_INPUT: images.numpy()})
         return softmax(checked_output(self, len(images), logits))
 
+    def answers(self, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
+        if self.info.cat_threshold is None:
+            return self.probabilities(images), None
+        logits, cat = self.session.run([ONNX_OUTPUT, ONNX_CAT_OUTPUT], {ONNX_INPUT: images.numpy()})
+        breeds = softmax(checked_output(self, len(images), logits))
+        return breeds, sigmoid(checked_cat_output(self, len(images), cat))
+
 
 def checked_output(model: Model, images: int, output: np.ndarray) -> np.ndarray:
     """`output` if it holds one row per image, one finite value per class name; a UserError otherwise (a model
@@ -182,6 +193,17 @@ def checked_output(model: Model, images: int, output: np.ndarray) -> np.ndarray:
     return output
 
 
+def checked_cat_output(model: Model, images: int, output: np.ndarray) -> np.ndarray:
+    """The cat-or-not output, (N,) finite values, with the same checks as `checked_output`."""
+    output = output.reshape(-1) if output.ndim == 2 and output.shape[1] == 1 else output
+    if output.shape != (images,) or not np.isfinite(output).all():
+        raise UserError(
+            f"{model.path} gives a cat-or-not output of shape {tuple(output.shape)} (or not finite) for {images} "
+            "images, not one finite value per image: export it again"
+        )
+    return output
+
+
 PROBE_IMAGES = 2  # a batch of two: a model that gives one row for any batch shows itself
 
 
@@ -190,7 +212,7 @@ def probed(model: Model) -> Model:
     size = model.info.image_size
     images = torch.randn(PROBE_IMAGES, 3, size, size, generator=torch.Generator().manual_seed(0))
     try:
-        model.probabilities(images)
+        model.answers(images)  # both outputs, where the model has a cat head
     except UserError:
         raise
     except Exception as err:  # e.g. onnxruntime's refusal of an input size the graph does not take
@@ -200,12 +222,6 @@ def probed(model: Model) -> Model:
             f"({' '.join(str(err).split())[:300]}): export it again"
         ) from err
     return model
-
-    def answers(self, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
-        if self.info.cat_threshold is None:
-            return self.probabilities(images), None
-        logits, cat = self.session.run([ONNX_OUTPUT, ONNX_CAT_OUTPUT], {ONNX_INPUT: images.numpy()})
-        return softmax(logits), sigmoid(cat)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

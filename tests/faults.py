@@ -4,6 +4,7 @@ Added to a run with `+callbacks.fault._target_=faults.KillAt +callbacks.fault.po
 It kills once: a marker file records the kill, so the restarted run goes through.
 """
 
+import io
 import os
 import signal
 from pathlib import Path
@@ -32,9 +33,15 @@ class KillAt(L.Callback):
         def save_then_die(obj, f, *args, **kwargs):
             # Half a checkpoint reaches the disk, then the process dies, as on a preemption mid-write.
             if trainer.current_epoch == self.epoch and not self.marker.exists():
-                real_save(obj, f, *args, **kwargs)
-                path = Path(f)
-                path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+                whole = io.BytesIO()
+                real_save(obj, whole, *args, **kwargs)
+                half = whole.getvalue()[: len(whole.getvalue()) // 2]
+                if hasattr(f, "write"):  # the checkpoint IO writes through a file object
+                    f.write(half)
+                    f.flush()
+                    os.fsync(f.fileno())
+                else:
+                    Path(f).write_bytes(half)
                 self._kill("checkpoint_write")
             return real_save(obj, f, *args, **kwargs)
 

@@ -171,7 +171,7 @@ def test_bad_overrides_fail_before_any_modal_call(modal_client, modal_app, mount
         (("gpu=A1OO",), "gpu=A1OO is not a GPU type"),
         (("gpu=T4:16",), "gpu=T4:16 asks for 16 T4 GPUs in one container: Modal gives at most 8"),
         (("paths.output_dir=/",), "paths.output_dir=/ cannot be set for a Modal run"),
-        (("data.batch_size=0",), "data.batch_size=0 is not a valid value: expected an integer >= 1"),
+        (("data.batch_size=0",), "data.batch_size=0 is not a valid value: expected an integer >= 2"),
         (("optimizer._target_=torch.optim.Adamw",), "unknown optimizer 'torch.optim.Adamw'"),
         (("+trainer.max_epoch=3",), "trainer.max_epoch is not a setting of Lightning's Trainer"),
         (("model=default",), "model.backbone is not set"),

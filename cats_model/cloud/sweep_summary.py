@@ -5,6 +5,7 @@ its record (launch.json) and metrics.json: a sweep whose terminal was closed can
 """
 
 import csv
+import glob
 import io
 import json
 import re
@@ -171,7 +172,14 @@ def local_rows(sweep: str, runs: Path) -> list[dict] | None:
 
     folder = Path(sweep)
     name = sweep_name(folder.absolute()) if folder.is_dir() else sweep
-    rows = volume_rows(runs, name, lambda record: None)
+    from cats_model.cloud.remote import RECORD_FILE
+
+    files = {
+        str(path.relative_to(runs)): path.read_bytes()
+        for kind in (RECORD_FILE, "metrics.json")
+        for path in runs.glob(f"{glob.escape(name)}-*/{kind}")
+    }
+    rows = volume_rows(files, name, lambda record: None)
     if not rows and (folder / "summary.json").is_file():
         rows = json.loads((folder / "summary.json").read_text())
     return rows or None
