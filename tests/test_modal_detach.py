@@ -49,7 +49,7 @@ def wait_for(condition, what: str, timeout: float = 300):
 def test_what_outlives_a_closed_terminal(service, tmp_path, how, outlives):
     gate = tmp_path / "gate"
     held = [*REMOTE_CPU, "+callbacks.gate._target_=gate.WaitForFile", f"+callbacks.gate.path={gate}",
-            "+callbacks.gate.before_epoch=0"]  # fmt: skip
+            "+callbacks.gate.before_epoch=0", "+callbacks.gate.timeout_s=900"]  # fmt: skip
     if how == "deployed app":
         deployed = modal_command(service, "deploy", str(APP_FILE))
         assert deployed.returncode == 0, deployed.stderr[-3000:]

@@ -90,6 +90,7 @@ def test_a_preempted_call_resumes_from_its_committed_checkpoint(modal_service, t
     finished = in_background(
         run, modal_service, "run_name=pre", "trainer.max_epochs=2",
         "+callbacks.gate._target_=gate.WaitForFile", f"+callbacks.gate.path={gate}", "+callbacks.gate.before_epoch=1",
+        "+callbacks.gate.timeout_s=900",
     )  # fmt: skip
     deadline = time.time() + 300
     while not any(c.preemptions for c in modal_service.calls_of("train")) and time.time() < deadline:
@@ -111,6 +112,7 @@ def test_a_run_submitted_again_while_it_trains_is_followed_not_trained_twice(mod
         "+callbacks.gate._target_=gate.WaitForFile",
         f"+callbacks.gate.path={gate}",
         "+callbacks.gate.before_epoch=0",
+        "+callbacks.gate.timeout_s=900",
     ]
     first = in_background(run, modal_service, "run_name=twice", *held)
     record = modal_service.volume_path(OUTPUTS) / "runs/twice/launch.json"

@@ -25,7 +25,8 @@ from cats_model.system import available_cpus
 
 log = logging.getLogger(__name__)
 CACHE_VERSION = (
-    3  # part of the key: a cache of another layout is never reused (3: squares cropped, then resized)
+    4  # part of the key: a cache of another layout is never reused (3: squares cropped, then resized; 4: files
+    # named by their path under the dataset's folder)
 )
 
 
@@ -38,14 +39,17 @@ def decode_square(path: str, side: int) -> np.ndarray:
     return np.asarray(centre_square(load_rgb(path, min_side=side), side))
 
 
-def cache_key(paths: list[str], side: int) -> str:
+def cache_key(paths: list[str], side: int, root: Path) -> str:
+    """Names the files by their path under `root`, the dataset's folder: the same data mounted elsewhere (a
+    volume at /data in every container, a copy on a laptop) finds the same cache."""
     digest = hashlib.sha256(f"v{CACHE_VERSION}|{side}".encode())
     for path in paths:
+        name = os.path.relpath(path, root)
         try:
             stat = os.stat(path)
-            digest.update(f"|{path}|{stat.st_size}|{stat.st_mtime_ns}".encode())
+            digest.update(f"|{name}|{stat.st_size}|{stat.st_mtime_ns}".encode())
         except OSError as err:  # a dangling link, say: listed, and found unreadable by the scan
-            digest.update(f"|{path}|{type(err).__name__}".encode())
+            digest.update(f"|{name}|{type(err).__name__}".encode())
     return digest.hexdigest()[:20]
 
 
@@ -53,8 +57,8 @@ class DecodedCache:
     """The cache of exactly the files `listed` (sorted, before any is opened), at one image size."""
 
     def __init__(self, folder: Path, listed: list[str], image_size: int):
-        self.listed, self.side = listed, cache_side(image_size)
-        name = f"images-{self.side}px-{cache_key(listed, self.side)}"
+        self.listed, self.side, self.root = listed, cache_side(image_size), folder.parent
+        name = f"images-{self.side}px-{cache_key(listed, self.side, self.root)}"
         self.array_file = folder / f"{name}.npy"
         self.unreadable_file = folder / f"{name}.unreadable.json"
 
@@ -64,15 +68,17 @@ class DecodedCache:
         if not self.array_file.is_file():
             return None
         try:
-            return json.loads(self.unreadable_file.read_text())
+            stored = json.loads(self.unreadable_file.read_text())
         except (OSError, ValueError):  # removed or damaged by hand: scan and write both again
             return None
+        return {os.path.normpath(self.root / name): reason for name, reason in stored.items()}
 
     def build(self, unreadable: dict[str, str]) -> dict[str, int]:
         """Decode the readable files into the array, unless that was done; return their rows, {path: row}."""
         readable = [path for path in self.listed if path not in unreadable]
         if self.stored_unreadable() is None:
-            atomic_write_text(self.unreadable_file, json.dumps(unreadable, indent=1) + "\n")
+            by_name = {os.path.relpath(path, self.root): reason for path, reason in unreadable.items()}
+            atomic_write_text(self.unreadable_file, json.dumps(by_name, indent=1) + "\n")
             self._write_array(readable)
         return {path: row for row, path in enumerate(readable)}
 
