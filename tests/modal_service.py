@@ -155,6 +155,7 @@ class ModalService(api_grpc.ModalClientBase):
         self.scripts: dict[str, list[Attempt]] = {}
         self.requests: list[str] = []  # every RPC's name, in order
         self.unanswered: list[str] = []  # RPCs this service does not model
+        self.polls: list[float] = []  # each FunctionGetOutputs' timeout: how long the client let it be held
         self.faults: list[str] = []  # errors of this service itself (a test should find none)
         self.containers: list[Container] = []
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -577,6 +578,7 @@ class ModalService(api_grpc.ModalClientBase):
 
     async def FunctionGetOutputs(self, stream):
         request = await self.recv(stream)
+        self.polls.append(request.timeout)
         call = self.calls[request.function_call_id]
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(call.done.wait(), timeout=max(request.timeout, 0))
