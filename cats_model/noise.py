@@ -48,30 +48,27 @@ def silence_library_noise() -> None:
         warnings.filterwarnings("ignore", message=message, category=category, module=module)
 
 
-@contextlib.contextmanager
 def resuming_quietly():
     """Around a fit that resumes: the checkpoint folder is not empty because it holds this run's own checkpoints,
     which Lightning would report as if they were a stranger's."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings(
-            "ignore",
-            message=r"Checkpoint directory .* exists and is not empty",
-            category=UserWarning,
-            module=r"lightning\.pytorch\.callbacks\.model_checkpoint",
-        )
-        yield
+    return _ignoring(
+        r"Checkpoint directory .* exists and is not empty", r"lightning\.pytorch\.callbacks\.model_checkpoint"
+    )
 
 
-@contextlib.contextmanager
 def mounts_redirected():
     """Around a Modal function's body run on this machine (`.local()`) with its mount points redirected to local
     folders (CATS_MODEL_DATA_DIR, CATS_MODEL_OUTPUT_DIR): Modal would warn, once per job, that the volumes are
     missing, which is the point."""
+    return _ignoring(
+        r"The \w+ function is executing locally and will not have access to the mounted Volume",
+        r"modal\._functions",
+    )
+
+
+@contextlib.contextmanager
+def _ignoring(message: str, module: str):
+    """One UserWarning of one module ignored for the duration."""
     with warnings.catch_warnings():
-        warnings.filterwarnings(
-            "ignore",
-            message=r"The \w+ function is executing locally and will not have access to the mounted Volume",
-            category=UserWarning,
-            module=r"modal\._functions",
-        )
+        warnings.filterwarnings("ignore", message=message, category=UserWarning, module=module)
         yield
