@@ -87,6 +87,7 @@ class FunctionDef:
     tag: str
     definition: api_pb2.Function
     options: api_pb2.FunctionOptions = field(default_factory=api_pb2.FunctionOptions)
+    base_id: str | None = None  # set on a with_options variant: the function it varies
     data: api_pb2.FunctionData | None = None  # as created, for lookups by name
     running: int = 0
     waiting: list = field(default_factory=list)  # asyncio futures queued behind max_containers
@@ -498,7 +499,9 @@ class ModalService(api_grpc.ModalClientBase):
         options = api_pb2.FunctionOptions()
         options.CopyFrom(base.options)
         options.MergeFrom(request.function_options)
-        bound = FunctionDef(self._new_id("fu"), base.app_id, base.tag, base.definition, options)
+        bound = FunctionDef(
+            self._new_id("fu"), base.app_id, base.tag, base.definition, options, base.function_id
+        )
         self.functions[bound.function_id] = bound
         await stream.send_message(
             api_pb2.FunctionBindParamsResponse(
