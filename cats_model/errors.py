@@ -10,6 +10,8 @@ from hydra.errors import CompactHydraException
 # A training stopped by SIGTERM (timeout, docker stop, systemd, Slurm, Modal's preemption): what a shell reports
 # for a process killed by that signal, so that `train && export` stops there and a caller can tell it apart.
 SIGTERM_EXIT = 128 + signal.SIGTERM  # 143
+# A training stopped at its Modal call's deadline (cloud/deadline.py): a new call continues the run (EX_TEMPFAIL).
+CONTINUE_EXIT = 75
 
 
 class UserError(CompactHydraException):

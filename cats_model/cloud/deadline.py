@@ -4,7 +4,7 @@ import time
 
 import lightning as L
 
-CONTINUE_EXIT = 75  # the training process stopped at its deadline; a new call continues the run (EX_TEMPFAIL)
+from cats_model.errors import CONTINUE_EXIT
 
 
 class StopBeforeDeadline(L.Callback):

@@ -21,12 +21,11 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from cats_model.atomic import atomic_write_text
-from cats_model.cloud.deadline import CONTINUE_EXIT
 from cats_model.cloud.ending import how_it_ended
 from cats_model.cloud.overrides import check_not_fixed, key, single_run
 from cats_model.cloud.settings import Call, load_settings
 from cats_model.config import compose_train_config
-from cats_model.errors import SIGTERM_EXIT, UserError
+from cats_model.errors import CONTINUE_EXIT, SIGTERM_EXIT, UserError
 
 DATA_ENV, OUTPUT_ENV = "CATS_MODEL_DATA_DIR", "CATS_MODEL_OUTPUT_DIR"
 USER_ERROR_EXIT = 2  # what `python -m cats_model.train` exits with on a UserError
