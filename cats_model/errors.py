@@ -10,6 +10,7 @@ from hydra.errors import CompactHydraException
 # A training stopped by SIGTERM (timeout, docker stop, systemd, Slurm, Modal's preemption): what a shell reports
 # for a process killed by that signal, so that `train && export` stops there and a caller can tell it apart.
 SIGTERM_EXIT = 128 + signal.SIGTERM  # 143
+USER_ERROR_EXIT = 2  # what `python -m cats_model.train` exits with on a UserError
 
 
 class UserError(CompactHydraException):
@@ -21,7 +22,7 @@ class UserError(CompactHydraException):
 
 
 @contextlib.contextmanager
-def exit_on_user_error(exit_code: int = 2):
+def exit_on_user_error(exit_code: int = USER_ERROR_EXIT):
     """Turn a UserError into one line on stderr and a non-zero exit; HYDRA_FULL_ERROR=1 keeps the traceback."""
     try:
         yield
