@@ -16,6 +16,7 @@ from lightning.pytorch.utilities.model_summary import get_formatted_model_size, 
 
 from cats_model.atomic import atomic_path
 from cats_model.errors import UserError
+from cats_model.run_layout import previous_checkpoint
 
 log = logging.getLogger(__name__)
 NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # disk full, quota reached, file size limit
@@ -97,12 +98,6 @@ def no_room(err: BaseException | None) -> OSError | None:
     return err
 
 
-def previous_checkpoint(path: str | Path) -> Path:
-    """Where the checkpoint written before `path` is kept: last.ckpt -> last-previous.ckpt."""
-    path = Path(path)
-    return path.with_name(f"{path.stem}-previous{path.suffix}")
-
-
 def checkpoint_epoch(path: str | Path) -> int:
     """The epoch a checkpoint was saved in, counted from 1 as in its name and the log (Lightning stores it from
     0). Memory-mapped: only that number is read."""
@@ -139,7 +134,7 @@ class RunCheckpoint(ModelCheckpoint):
             },
         }
         super().load_state_dict(state)
-        if self.monitor is None:  # last.ckpt: rewritten each time, whatever is there
+        if self.monitor is None:  # the last checkpoint: rewritten each time, whatever is there
             return
         gone = {
             path for path in [*self.best_k_models, self.best_model_path] if path and not os.path.isfile(path)

@@ -12,6 +12,7 @@ from hydra.errors import CompactHydraException
 SIGTERM_EXIT = 128 + signal.SIGTERM  # 143
 # A training stopped at its Modal call's deadline (cloud/deadline.py): a new call continues the run (EX_TEMPFAIL).
 CONTINUE_EXIT = 75
+USER_ERROR_EXIT = 2  # what `python -m cats_model.train` exits with on a UserError
 
 
 class UserError(CompactHydraException):
@@ -23,7 +24,7 @@ class UserError(CompactHydraException):
 
 
 @contextlib.contextmanager
-def exit_on_user_error(exit_code: int = 2):
+def exit_on_user_error(exit_code: int = USER_ERROR_EXIT):
     """Turn a UserError into one line on stderr and a non-zero exit; HYDRA_FULL_ERROR=1 keeps the traceback."""
     try:
         yield

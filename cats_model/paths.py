@@ -5,6 +5,9 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from cats_model.errors import USER_ERROR_EXIT
+from cats_model.run_layout import RUN_NAME, RUN_NAME_RULE, fresh_run_name
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = PROJECT_ROOT / "configs"
 
@@ -19,16 +22,10 @@ def configured_path(name: str) -> Path:
 def run_folder(run_name) -> str:
     """`run_name` as the name of its folder under outputs/runs (`${run_folder:${run_name}}` in the hydra config):
     one name, checked before Hydra creates the folder, never a path out of it (`../../elsewhere/x`)."""
-    from cats_model.cloud.remote import (  # one rule for run names, locally and on Modal
-        RUN_NAME,
-        USER_ERROR_EXIT,
-    )
-
     if not RUN_NAME.fullmatch(str(run_name)):
         # Hydra resolves this as it creates the run folder, where an exception would print a traceback.
         print(
-            f"error: run_name={str(run_name)[:100]!r} must be one folder name: letters, digits, '.', '_' or '-' "
-            "(at most 100)",
+            f"error: run_name={str(run_name)[:100]!r} must be one folder name: {RUN_NAME_RULE}",
             file=sys.stderr,
             flush=True,
         )
@@ -37,7 +34,8 @@ def run_folder(run_name) -> str:
 
 
 def register_config_helpers() -> None:
-    """The `${project_root:}` resolver (default paths independent of the working directory), and the
+    """The `${project_root:}` resolver (default paths independent of the working directory), `${run_folder:}`
+    and `${fresh_run_name:}` (cats_model.run_layout's rule and name for a run's folder), and the
     `synthetic_spec` config node, which takes its fields and defaults from SyntheticSpec itself."""
     from hydra.core.config_store import ConfigStore
 
@@ -47,6 +45,9 @@ def register_config_helpers() -> None:
         OmegaConf.register_new_resolver("project_root", lambda: str(PROJECT_ROOT))
     if not OmegaConf.has_resolver("run_folder"):
         OmegaConf.register_new_resolver("run_folder", run_folder)
+    if not OmegaConf.has_resolver("fresh_run_name"):
+        # Cached, as Hydra's ${now:} is: every read of run_name in one process gives the same name.
+        OmegaConf.register_new_resolver("fresh_run_name", fresh_run_name, use_cache=True)
     ConfigStore.instance().store(name="synthetic_spec", node=SyntheticSpec)
 
 

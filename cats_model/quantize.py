@@ -22,6 +22,7 @@ from cats_model.cat_or_not import is_cat
 from cats_model.data.images import image_files, list_images
 from cats_model.errors import UserError
 from cats_model.inference import ONNX_INPUT, ModelInfo, OnnxModel, TorchModel, printable, read_images
+from cats_model.run_layout import CONFIG_FILE, HYDRA_DIR, hydra_file, run_of_checkpoint
 from cats_model.stored_data import stored_datamodule
 
 CALIBRATION_BATCH = 16
@@ -58,10 +59,10 @@ class GuardSets:
 def run_splits(model: TorchModel):
     """The splits of the dataset the checkpoint was trained on, and where that dataset lives. The run folder's
     config is read as data (cats_model.stored_data): nothing it names is called, nothing is downloaded."""
-    config = model.path.resolve().parent.parent / ".hydra" / "config.yaml"
+    config = hydra_file(run_of_checkpoint(model.path))
     if not config.is_file():
         raise UserError(
-            f"{model.path} is not inside a run folder with .hydra/config.yaml, so its dataset is unknown: "
+            f"{model.path} is not inside a run folder with {HYDRA_DIR}/{CONFIG_FILE}, so its dataset is unknown: "
             "give --calibration DIR and --eval DIR"
         )
     datamodule = stored_datamodule(config)

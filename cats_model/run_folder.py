@@ -13,9 +13,9 @@ from pathlib import Path
 
 from lightning.pytorch.utilities import rank_zero_only
 
-from cats_model.callbacks import previous_checkpoint
 from cats_model.checkpoint import resume_problem
 from cats_model.errors import UserError
+from cats_model.run_layout import DAMAGED_SUFFIX, HYDRA_DIR, LOCK_FILE, previous_checkpoint
 
 try:
     import fcntl
@@ -23,8 +23,6 @@ except ImportError:  # Windows: no advisory locks
     fcntl = None
 
 log = logging.getLogger(__name__)
-LOCK_FILE = ".lock"
-HYDRA_DIR = ".hydra"  # Hydra's copy of the config, written before the run starts
 
 
 def _try_lock(file) -> bool:
@@ -58,7 +56,7 @@ def _open_lock(path: Path):
 def hold(folder: Path):
     """Use `folder` alone while the block runs, or raise a UserError naming the process that uses it.
 
-    An OS lock on `<folder>/.lock`: the kernel releases it when the holder ends in any way (SIGKILL and
+    An OS lock on the folder's lock file: the kernel releases it when the holder ends in any way (SIGKILL and
     preemption included), so it is never stale. The other ranks of a multi-GPU run, relaunched by Lightning
     into the same folder, do not take it."""
     if fcntl is None or rank_zero_only.rank != 0:
@@ -127,7 +125,7 @@ def checkpoint_to_resume(last: Path) -> Path | None:
     if chosen == previous:
         why = f"{last} is {problems[last]}" if last in problems else f"{last} is missing"
         if last.is_file() and rank_zero_only.rank == 0:  # kept for a look, never resumed from again
-            last.rename(last.with_name(last.name + ".damaged"))
+            last.rename(last.with_name(last.name + DAMAGED_SUFFIX))
         log.warning("%s: resuming from %s, one epoch earlier", why, previous)
     return chosen
 

@@ -7,20 +7,22 @@ block fetches them first and names them where `python -m cats_model.cloud fetch`
 import shlex
 from pathlib import Path
 
+from cats_model.run_layout import checkpoint_dir, run_dir
+
 # Set by the resume command itself: the run's folder and its new number of epochs.
 RESUME_KEYS = ("hydra.run.dir", "run_name", "trainer.max_epochs")
 
 
 def summary_block(result: dict, overrides: list[str], modal_run: str | None = None) -> str:
-    """`result`: the run's metrics.json (a Modal call's result adds its run's name); `overrides`: those the run
+    """`result`: the run's metrics (a Modal call's result adds its run's name); `overrides`: those the run
     was started with, repeated in the command that resumes it; `modal_run`: the run's name on the outputs volume,
     for a Modal run."""
     epochs = result.get("epoch") or 0
     more = max(2 * epochs, 1)
     kept = [shlex.quote(o) for o in overrides if o.lstrip("+~").split("=", 1)[0] not in RESUME_KEYS]
     if modal_run:
-        folder = Path("runs") / modal_run
-        where = f"run {modal_run}: on the outputs volume, runs/{modal_run}/ (fetched into ./{folder}/)"
+        folder = run_dir(Path(), modal_run)  # where fetch puts it: laid out as on the volume
+        where = f"run {modal_run}: on the outputs volume, {folder}/ (fetched into ./{folder}/)"
         first = [f"python -m cats_model.cloud fetch {modal_run}"]
         resume = ["modal run launch/modal_app.py --", *kept, f"run_name={modal_run}"]
     else:
@@ -29,7 +31,7 @@ def summary_block(result: dict, overrides: list[str], modal_run: str | None = No
         first = []
         resume = ["python -m cats_model.train", *kept, shlex.quote(f"hydra.run.dir={folder}")]
     best = result.get("best_model_path")
-    checkpoint = folder / "checkpoints" / Path(best).name if best and folder else None
+    checkpoint = checkpoint_dir(folder) / Path(best).name if best and folder else None
     lines = [where, _scores(result), _speed(result)]
     if checkpoint is None:
         lines.append("no best checkpoint: no validation ran")

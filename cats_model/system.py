@@ -10,6 +10,12 @@ from pathlib import Path
 CPUS_ENV = "CATS_MODEL_CPUS"
 
 
+def in_container() -> bool:
+    """Whether this process runs in a Modal container (modal.is_local() is also True in child processes of a
+    container; this variable is not)."""
+    return os.environ.get("MODAL_IS_REMOTE") == "1"
+
+
 def available_cpus() -> int:
     """CPUs this process may really use: the cgroup quota (containers), the affinity mask or the CPU request of
     the Modal function (CATS_MODEL_CPUS), whichever is least."""

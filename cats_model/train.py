@@ -19,7 +19,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from cats_model.atomic import atomic_write_text
 from cats_model.callbacks import AtomicCheckpointIO, TrainSpeed, checkpoint_epoch
-from cats_model.cloud.remote import in_container
 from cats_model.console import print_config_tree
 from cats_model.errors import SIGTERM_EXIT, UserError, exit_on_user_error
 from cats_model.instantiators import instantiate_callbacks, instantiate_loggers
@@ -34,11 +33,12 @@ from cats_model.run_folder import (
     removed_if_failed_empty,
     set_aside_checkpoints,
 )
+from cats_model.run_layout import LAST_CHECKPOINT, METRICS_FILE
 from cats_model.run_summary import summary_block
+from cats_model.system import in_container
 from cats_model.validation import check_all_set, check_arguments, check_values
 
 log = logging.getLogger(__name__)
-METRICS_FILE = "metrics.json"
 
 
 def _uses_cuda(accelerator: str) -> bool:
@@ -86,11 +86,11 @@ def csv_log(trainer: L.Trainer) -> Path | None:
 
 def last_checkpoint(cfg: DictConfig) -> Path:
     """Where the last-checkpoint callback (configs/callbacks/last_checkpoint.yaml) writes."""
-    return Path(cfg.paths.checkpoint_dir) / "last.ckpt"
+    return Path(cfg.paths.checkpoint_dir) / LAST_CHECKPOINT
 
 
 def train(cfg: DictConfig) -> dict:
-    """Fit (resuming from the run's last.ckpt), test the best checkpoint, write and return metrics.json.
+    """Fit (resuming from the run's last checkpoint), test the best checkpoint, write and return the metrics.
     The values are checked first; then the run folder is held by this process alone until the end."""
     started = time.time()
     silence_library_noise()
@@ -202,7 +202,7 @@ def stopped_by_sigterm():
         yield
     except SIGTERMException:
         print(
-            "error: training stopped by SIGTERM before it finished (no metrics.json): run the same command again "
+            f"error: training stopped by SIGTERM before it finished (no {METRICS_FILE}): run the same command again "
             "to continue from its last checkpoint",
             file=sys.stderr,
             flush=True,

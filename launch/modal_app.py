@@ -14,6 +14,8 @@ from cats_model.cloud import entry, remote
 from cats_model.cloud.calls import ModalCalls
 from cats_model.cloud.image import project_image
 from cats_model.cloud.settings import Call, load_settings
+from cats_model.run_layout import call_run_name, fresh_run_name
+from cats_model.system import in_container
 
 settings = load_settings()
 data_volume_name, data_mount = settings.volume("data")
@@ -53,7 +55,7 @@ TENSORBOARD_OPTIONS = dict(**TOOL_OPTIONS, max_containers=settings.tensorboard["
 
 def _commit(volume: modal.Volume):
     """Volume commits need the Modal service: only inside a container."""
-    return volume.commit if remote.in_container() else None
+    return volume.commit if in_container() else None
 
 
 @app.function(**PREPARE_DATA_OPTIONS)
@@ -65,7 +67,7 @@ def prepare_data(runs: list[list[str]]) -> dict:
 def train(overrides: list[str], run_name: str | None = None, call: dict | None = None) -> dict:
     # Without a name, the call's id names the run: a retry of this same call resumes the same folder.
     call_id = modal.current_function_call_id()
-    run_name = run_name or f"call-{(call_id or remote.fresh_run_name())[-12:]}"
+    run_name = run_name or call_run_name(call_id or fresh_run_name())
     result = remote.train(
         overrides,
         run_name,
@@ -110,7 +112,7 @@ def bench(args: str = "") -> dict:
 @modal.wsgi_app()
 def tensorboard():
     """`modal serve launch/modal_app.py`: TensorBoard over every run on the outputs volume, at a URL."""
-    return remote.tensorboard(reload=outputs_volume.reload if remote.in_container() else None)
+    return remote.tensorboard(reload=outputs_volume.reload if in_container() else None)
 
 
 @app.local_entrypoint()

@@ -13,10 +13,10 @@ import modal
 
 from cats_model.cloud import remote
 from cats_model.cloud.image import project_image
-from cats_model.cloud.outputs import served_run
+from cats_model.cloud.served_run import checked_run, served_run
 from cats_model.cloud.settings import load_settings
 from cats_model.errors import exit_on_user_error
-from cats_model.serve.runs import checked_run
+from cats_model.system import in_container
 
 RUN_ENV = "CATS_MODEL_SERVE_RUN"
 settings = load_settings()
@@ -31,7 +31,7 @@ with exit_on_user_error(exit_code=1):
     if serve["gpu"]:
         settings.checked_gpu(serve["gpu"], "serve.gpu")
     run = checked_run(os.environ.get(RUN_ENV) or str(serve["run"]))
-    if not remote.in_container():
+    if not in_container():
         run = served_run(run, outputs_volume, outputs_volume_name)
 
 # Without a GPU: CPU-only torch, no CUDA libraries.
@@ -56,9 +56,9 @@ class Server:
     # and reading the checkpoint. A CUDA model cannot be snapshotted: with a GPU, loading follows the restore.
     @modal.enter(snap=not serve["gpu"])
     def load(self):
+        from cats_model.cloud.served_run import served_checkpoint
         from cats_model.inference import load_model
         from cats_model.serve.app import model_threads
-        from cats_model.serve.runs import served_checkpoint
 
         self.checkpoint = served_checkpoint(run)
         self.model = load_model(self.checkpoint, threads=model_threads())

@@ -26,9 +26,11 @@ from pathlib import Path
 
 import torch
 
+from cats_model import run_layout
 from cats_model.atomic import atomic_write_text
 from cats_model.config import compose_train_config
 from cats_model.data.oxford import CAT, OxfordPet
+from cats_model.run_layout import METRICS_FILE, last_checkpoint, metrics_file
 from cats_model.system import available_cpus
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -133,16 +135,16 @@ class Check:
 
     def train(self, name: str, trainer: tuple[str, ...], extra: list[str] = (), expect_rc: int = 0):
         """`python -m cats_model.train` into its own run folder; (run folder, output)."""
-        run_dir = self.work / "runs" / name
-        args = ["-m", "cats_model.train", *trainer, *self.sizes.training, *extra, f"hydra.run.dir={run_dir}"]
-        return run_dir, self.python(name, args, limit_s=300, expect_rc=expect_rc)
+        folder = run_layout.run_dir(self.work, name)
+        args = ["-m", "cats_model.train", *trainer, *self.sizes.training, *extra, f"hydra.run.dir={folder}"]
+        return folder, self.python(name, args, limit_s=300, expect_rc=expect_rc)
 
     def trained(self, run_dir: Path, output: str) -> dict:
         """The figures of a finished run, checked: all epochs, a test accuracy, the GPU and precision it used."""
-        metrics = json.loads((run_dir / "metrics.json").read_text())
+        metrics = json.loads(metrics_file(run_dir).read_text())
         if metrics["epoch"] != EPOCHS or metrics.get("test/acc") is None:
             raise CheckFailed(
-                f"metrics.json has epoch {metrics['epoch']} and test/acc {metrics.get('test/acc')}"
+                f"{METRICS_FILE} has epoch {metrics['epoch']} and test/acc {metrics.get('test/acc')}"
             )
         precision = precision_used(output)
         if self.gpu:
@@ -178,7 +180,7 @@ def last_line(output: str) -> str:
 def check_train(check: Check) -> dict:
     run_dir, output = check.train("train", check.sizes.trainer)
     figures = check.trained(run_dir, output)
-    check.best_checkpoint = json.loads((run_dir / "metrics.json").read_text())["best_model_path"]
+    check.best_checkpoint = json.loads(metrics_file(run_dir).read_text())["best_model_path"]
     check.test_acc = figures["test/acc"]
     return figures
 
@@ -189,13 +191,13 @@ def check_resume_after_kill(check: Check) -> dict:
     fault = ["+callbacks.fault._target_=faults.KillAt", "+callbacks.fault.point=train_batch",
              "+callbacks.fault.epoch=1", f"+callbacks.fault.marker={marker}"]  # fmt: skip
     run_dir, _ = check.train("resume_after_kill", check.sizes.trainer, fault, expect_rc=-signal.SIGKILL)
-    last = run_dir / "checkpoints" / "last.ckpt"
+    last = last_checkpoint(run_dir)
     saved_epoch = torch.load(last, map_location="cpu", weights_only=True)["epoch"]
     if saved_epoch != 0:
-        raise CheckFailed(f"last.ckpt holds epoch {saved_epoch} after a kill in epoch 1, expected 0")
+        raise CheckFailed(f"{last.name} holds epoch {saved_epoch} after a kill in epoch 1, expected 0")
     _, output = check.train("resume_after_kill", check.sizes.trainer, fault)
     figures = check.trained(run_dir, output)
-    resumed_from = json.loads((run_dir / "metrics.json").read_text())["resumed_from"]
+    resumed_from = json.loads(metrics_file(run_dir).read_text())["resumed_from"]
     if resumed_from != str(last):
         raise CheckFailed(f"the rerun resumed from {resumed_from}, not {last}")
     return {"killed_in_epoch": 1, "resumed_from_epoch": saved_epoch, **figures}

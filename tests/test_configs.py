@@ -18,6 +18,16 @@ from cats_model.instantiators import instantiate_callbacks, instantiate_loggers
 from cats_model.model.backbones import BACKBONES
 from cats_model.model.classifier import CatClassifier
 from cats_model.paths import CONFIG_DIR
+from cats_model.run_layout import (
+    BEST_PREFIX,
+    CHECKPOINT_SUFFIX,
+    HYDRA_DIR,
+    LAST_CHECKPOINT,
+    RUN_NAME,
+    SWEEPS_DIR,
+    checkpoint_dir,
+    run_dir,
+)
 from cats_model.train import allow_tf32, trainer_arguments
 
 
@@ -47,6 +57,31 @@ def test_defaults_compose_to_cat_breeds_resnet18(tmp_path):
     assert cfg.model.backbone == "resnet18" and cfg.model.pretrained is True
     assert cfg.data.root.endswith("oxford-iiit-pet")
     assert cfg.paths.checkpoint_dir == str(tmp_path / "checkpoints")
+
+
+def test_the_configs_lay_out_a_run_as_run_layout_names_it(tmp_path, monkeypatch):
+    """The names the configs repeat (the run and sweep folders, the checkpoints), held against their source."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    monkeypatch.setenv("CATS_MODEL_OUTPUT_DIR", str(tmp_path / "outputs"))
+    hydra = compose_train_config([]).hydra
+    cfg = compose_train_config([], run_dir(tmp_path, "r1"))
+    name = compose_train_config([]).run_name
+    assert RUN_NAME.fullmatch(name) and re.fullmatch(r"\d{8}-\d{6}-[0-9a-f]{4}", name)  # fresh_run_name's
+    assert Path(hydra.run.dir).parent == run_dir(tmp_path / "outputs", "x").parent
+    assert Path(hydra.sweep.dir).parent == tmp_path / "outputs" / SWEEPS_DIR
+    assert hydra.output_subdir == HYDRA_DIR
+    assert Path(cfg.paths.checkpoint_dir) == checkpoint_dir(run_dir(tmp_path, "r1"))
+    last, best = cfg.callbacks.last_checkpoint, cfg.callbacks.best_checkpoint
+    assert last.dirpath == best.dirpath == cfg.paths.checkpoint_dir
+    assert ModelCheckpoint.FILE_EXTENSION == CHECKPOINT_SUFFIX  # Lightning adds it to the file names
+    assert last.filename + CHECKPOINT_SUFFIX == LAST_CHECKPOINT and best.filename.startswith(BEST_PREFIX)
+
+
+def test_a_default_run_name_is_read_alike_wherever_it_is_read(tmp_path, monkeypatch):
+    monkeypatch.setenv("CATS_MODEL_OUTPUT_DIR", str(tmp_path))
+    cfg = compose_train_config([])
+    assert cfg.run_name == cfg.run_name and Path(cfg.hydra.run.dir).name == cfg.run_name
 
 
 def test_model_choices_are_exactly_the_supported_backbones():

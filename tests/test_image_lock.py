@@ -78,3 +78,27 @@ def test_an_image_without_gpu_gets_cpu_only_torch_and_no_cuda_libraries(installs
     assert index == load_settings().cpu_torch_index_url and none is None
     assert f"lightning=={pins['lightning']}" in rest
     assert not [p for p in rest if p.startswith(("nvidia-", "cuda-", "triton", "torch=", "torchvision="))]
+
+
+def test_the_package_ships_with_its_page_and_without_caches():
+    """The server's page travels inside the package (cats_model/serve/page/), where the package reads it: what
+    the image mounts under /root/cats_model is the package's source and its page, no bytecode."""
+    from modal._utils.async_utils import synchronizer
+    from modal.mount import _Mount
+
+    def mounts(image):
+        for dep in image._deps() if image._deps else []:
+            yield from [dep] if isinstance(dep, _Mount) else mounts(dep)
+
+    image = synchronizer._translate_in(project_image({"X": "1"}, gpu=False))
+    shipped = {
+        remote
+        for mount in mounts(image)
+        for entry in mount._entries
+        for _, remote in entry.get_files_to_upload()
+        if str(remote).startswith("/root/cats_model/")
+    }
+    package = PROJECT_ROOT / "cats_model"
+    on_disk = [*package.rglob("*.py"), *(package / "serve" / "page").iterdir()]
+    assert {f"/root/{p.relative_to(PROJECT_ROOT).as_posix()}" for p in on_disk} == {str(p) for p in shipped}
+    assert "/root/cats_model/serve/page/index.html" in {str(p) for p in shipped}

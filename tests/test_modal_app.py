@@ -14,11 +14,12 @@ from helpers import APP_FILE, REMOTE_CPU
 from cats_model.cloud import entry
 from cats_model.cloud.calls import ModalCalls
 from cats_model.cloud.overrides import single_run, split_launch, split_run_name
-from cats_model.cloud.remote import fresh_run_name, needs_oxford_download
+from cats_model.cloud.remote import needs_oxford_download
 from cats_model.cloud.settings import MODAL_YML, load_settings
 from cats_model.config import compose_train_config
 from cats_model.errors import UserError
 from cats_model.paths import PROJECT_ROOT
+from cats_model.run_layout import fresh_run_name
 
 TESTS_DIR = PROJECT_ROOT / "tests"
 
@@ -411,7 +412,7 @@ def test_a_failed_data_commit_is_a_warning_so_a_continued_call_is_never_retried(
     def conflict():
         raise RuntimeError("Conflict: the volume changed")
 
-    monkeypatch.setattr(modal_app.remote, "in_container", lambda: True)
+    monkeypatch.setattr(modal_app, "in_container", lambda: True)
     monkeypatch.setattr(modal_app.data_volume, "commit", conflict)
     modal_app._commit_data()
     assert (

@@ -16,13 +16,14 @@ from modal._partial_function import _PartialFunctionFlags as Flags
 from modal_service import modal_command
 
 from cats_model.cloud.calls import load_modal_app
+from cats_model.cloud.served_run import served_checkpoint
 from cats_model.cloud.settings import MODAL_YML, load_settings
 from cats_model.config import compose_train_config
 from cats_model.errors import UserError
 from cats_model.inference import load_model
 from cats_model.paths import PROJECT_ROOT
 from cats_model.predict import predict_files
-from cats_model.serve.runs import best_checkpoint, served_checkpoint
+from cats_model.run_layout import best_checkpoint
 from cats_model.train import train
 
 APP_FILE = PROJECT_ROOT / "launch" / "serve_app.py"
@@ -214,8 +215,10 @@ def test_the_best_checkpoint_is_found_inside_the_run_folder(tmp_path, monkeypatc
     (checkpoints / "best-epoch001-acc0.5.ckpt").unlink()
     assert best_checkpoint(run_dir) == checkpoints / "last.ckpt"
     (checkpoints / "last.ckpt").unlink()
+    assert best_checkpoint(run_dir) is None
+    monkeypatch.setenv("CATS_MODEL_OUTPUT_DIR", str(tmp_path))
     with pytest.raises(UserError, match="holds no checkpoint"):
-        best_checkpoint(run_dir)
+        served_checkpoint("moved")
     monkeypatch.setenv("CATS_MODEL_OUTPUT_DIR", str(tmp_path / "empty"))
     with pytest.raises(UserError, match="no finished run under .* train one first"):
         served_checkpoint("latest")

@@ -16,9 +16,10 @@ from cats_model.cloud.calls import ModalCalls, deployed_app
 from cats_model.cloud.sweep_summary import format_table, local_rows
 from cats_model.errors import exit_on_user_error
 from cats_model.paths import configured_path
+from cats_model.run_layout import RUNS_DIR
 
 
-def fetch(run_name: str, volume, into: Path = Path("runs")) -> Path:
+def fetch(run_name: str, volume, into: Path = Path(RUNS_DIR)) -> Path:
     """Write the run's files into `into/run_name/`, laid out as in the run folder on the volume."""
     files = outputs.run_files(volume, run_name)
     target = (into / run_name).absolute()
@@ -34,7 +35,7 @@ def fetch(run_name: str, volume, into: Path = Path("runs")) -> Path:
 
 def local_summary(sweep: str) -> list[dict] | None:
     """A sweep run on this machine, by its folder or name: its table, read without Modal; None if none is."""
-    rows = local_rows(sweep, configured_path("log_dir") / "runs")
+    rows = local_rows(sweep, configured_path("log_dir") / RUNS_DIR)
     if rows is not None:
         print(format_table(rows))
     return rows
@@ -52,7 +53,7 @@ def main(argv: list[str] | None = None) -> None:
     fetch_parser = commands.add_parser("fetch", help="a run's metrics, config, best checkpoint and plots")
     fetch_parser.add_argument("run", help="the run's name (printed when it started and finished)")
     fetch_parser.add_argument(
-        "--into", type=Path, default=Path("runs"), help="folder of run folders (./runs)"
+        "--into", type=Path, default=Path(RUNS_DIR), help=f"folder of run folders (./{RUNS_DIR})"
     )
     summary_parser = commands.add_parser(
         "summary", help="a sweep's table, from Modal's outputs volume or here"

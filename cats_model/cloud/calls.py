@@ -16,11 +16,12 @@ from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
-from cats_model.cloud.remote import DATA_ENV, OUTPUT_ENV, RECORD_FILE
+from cats_model.cloud.remote import DATA_ENV, OUTPUT_ENV
 from cats_model.cloud.settings import Call, load_settings
 from cats_model.errors import UserError
 from cats_model.noise import mounts_redirected
 from cats_model.paths import PROJECT_ROOT
+from cats_model.run_layout import RECORD_FILE, VOLUME_ROOT, run_dir
 from cats_model.system import available_cpus, in_fresh_process
 
 LAUNCH_DIR = PROJECT_ROOT / "launch"
@@ -132,7 +133,9 @@ class ModalCalls:
         import modal
 
         try:
-            data = b"".join(self.modal_app.outputs_volume.read_file(f"runs/{run_name}/{RECORD_FILE}"))
+            data = b"".join(
+                self.modal_app.outputs_volume.read_file(str(run_dir(VOLUME_ROOT, run_name) / RECORD_FILE))
+            )
             record = json.loads(data)
         except (FileNotFoundError, modal.exception.NotFoundError, ValueError):
             return None

@@ -1,4 +1,5 @@
-"""Stopping a Modal call cleanly before its timeout, so that a new call continues the run from last.ckpt."""
+"""Stopping a Modal call cleanly before its timeout, so that a new call continues the run from its last
+checkpoint."""
 
 import time
 

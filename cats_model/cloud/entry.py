@@ -2,10 +2,10 @@
 
 from cats_model.cloud.calls import follow
 from cats_model.cloud.overrides import check_not_fixed, split_launch, split_run_name
-from cats_model.cloud.remote import fresh_run_name
 from cats_model.cloud.settings import load_settings
 from cats_model.config import compose_train_config
 from cats_model.errors import UserError, exit_on_user_error
+from cats_model.run_layout import fresh_run_name
 from cats_model.run_summary import summary_block
 from cats_model.validation import check_values
 

@@ -6,7 +6,10 @@ import modal
 from cats_model.cloud.lock import CUDA_ONLY, LOCK, locked
 from cats_model.cloud.settings import MODAL_YML, TORCH_PACKAGES, load_settings
 from cats_model.paths import CONFIG_DIR
-from cats_model.serve import PAGE_DIR
+
+# What ships of the package: its Python source and the server's page (cats_model/serve/page/), which the package
+# reads beside its source. Everything else is left out, as by default (NON_PYTHON_FILES): caches, bytecode.
+PACKAGE_FILES = ("**/*.py", "serve/page/*")
 
 
 def locked_requirements(gpu: bool = True) -> list[list[str]]:
@@ -24,9 +27,9 @@ def locked_requirements(gpu: bool = True) -> list[list[str]]:
 def project_image(env: dict[str, str], gpu: bool = True) -> modal.Image:
     """image.lock's exact versions (CPU-only torch when the image is for no GPU), `env`, then the package.
 
-    `add_local_python_source` ships .py files only: the configs, the server's page, and the two files the app
-    modules read on import (modal.yml, image.lock) are added as they are. Local files come last, so that editing code never rebuilds the
-    dependency layers (and Modal allows no build step after them)."""
+    The package ships with its page (PACKAGE_FILES); the configs and the two files the app modules read on
+    import (modal.yml, image.lock) are added as they are. Local files come last, so that editing code never
+    rebuilds the dependency layers (and Modal allows no build step after them)."""
     settings = load_settings()
     image = modal.Image.debian_slim(python_version=settings.python_version)
     installs = locked_requirements(gpu)
@@ -36,8 +39,7 @@ def project_image(env: dict[str, str], gpu: bool = True) -> modal.Image:
         image = image.uv_pip_install(*requirements)
     return (
         image.env(env)
-        .add_local_python_source("cats_model")
-        .add_local_dir(PAGE_DIR, "/root/cats_model/serve/page")
+        .add_local_python_source("cats_model", ignore=~modal.FilePatternMatcher(*PACKAGE_FILES))
         .add_local_dir(CONFIG_DIR, "/root/configs")
         .add_local_file(MODAL_YML, "/root/modal.yml")
         .add_local_file(LOCK, "/root/image.lock")

@@ -1,17 +1,26 @@
 """The outputs volume read from this machine through Modal's Volume API: no container, no image build.
 
-`runs/<name>/...` as training leaves it (see cats_model.cloud.remote); paths are relative to the volume's root.
+Run folders as training leaves them (cats_model.run_layout); paths are relative to the volume's root.
 """
 
 import contextlib
 import json
 from pathlib import PurePosixPath
 
-from cats_model.cloud.remote import RECORD_FILE, RUN_NAME
 from cats_model.cloud.settings import load_settings
 from cats_model.errors import UserError
-
-METRICS = "metrics.json"  # written when a run has finished (trained and tested)
+from cats_model.run_layout import (
+    CHECKPOINT_DIR,
+    HYDRA_DIR,
+    METRICS_FILE,
+    RECORD_FILE,
+    RUN_NAME,
+    RUN_NAME_RULE,
+    RUNS_DIR,
+    VOLUME_ROOT,
+    run_dir,
+    sweep_job,
+)
 
 
 @contextlib.contextmanager
@@ -49,49 +58,26 @@ def read(volume, path: str) -> bytes:
     return b"".join(volume.read_file(path))
 
 
-def served_run(run: str, volume, volume_name: str) -> str:
-    """The run a deployment serves: `run`, or the run whose metrics.json was written last for "latest", refused
-    in one line unless its folder on the volume holds a checkpoint (every container would fail to start)."""
-    runs = volume_files(volume, "runs")
-    if run == "latest":
-        finished = sorted(
-            (entry.mtime, PurePosixPath(path).parent.name)
-            for path, entry in runs.items()
-            if PurePosixPath(path).name == METRICS and len(PurePosixPath(path).parts) == 3
-        )
-        if not finished:
-            raise UserError(
-                f"no finished run on the outputs volume {volume_name} (none has runs/NAME/{METRICS}): train one "
-                "first, or name a run with serve.run in modal.yml or CATS_MODEL_SERVE_RUN"
-            )
-        run = finished[-1][1]
-    checkpoints = [p for p in runs if p.startswith(f"runs/{run}/checkpoints/") and p.endswith(".ckpt")]
-    if not checkpoints:
-        raise UserError(
-            f"serve run {run!r} has no checkpoint on the outputs volume {volume_name} (runs/{run}/checkpoints/); "
-            f"`modal volume ls {volume_name} runs/` lists the runs"
-        )
-    return run
-
-
 def run_files(volume, run_name: str) -> dict[str, bytes]:
-    """A finished run's files worth having on a laptop, by path in the run folder: metrics.json, the config, the
+    """A finished run's files worth having on a laptop, by path in the run folder: its metrics, the config, the
     best checkpoint, the plots and the training log."""
     if not RUN_NAME.fullmatch(run_name):
-        raise UserError(f"run name {run_name!r} must be letters, digits, '.', '_' or '-' (at most 100)")
-    folder = f"runs/{run_name}"
+        raise UserError(f"run name {run_name!r} must be {RUN_NAME_RULE}")
+    folder = str(run_dir(VOLUME_ROOT, run_name))
     present = {PurePosixPath(path).relative_to(folder).as_posix() for path in volume_files(volume, folder)}
-    if METRICS not in present:
-        raise UserError(f"run {run_name} has no {METRICS} on the outputs volume (unknown, running or failed)")
-    metrics = json.loads(read(volume, f"{folder}/{METRICS}"))
+    if METRICS_FILE not in present:
+        raise UserError(
+            f"run {run_name} has no {METRICS_FILE} on the outputs volume (unknown, running or failed)"
+        )
+    metrics = json.loads(read(volume, f"{folder}/{METRICS_FILE}"))
     wanted = {
-        METRICS,
+        METRICS_FILE,
         "csv/metrics.csv",
-        *(p for p in present if p.startswith(".hydra/") and p.endswith(".yaml")),
+        *(p for p in present if p.startswith(f"{HYDRA_DIR}/") and p.endswith(".yaml")),
     }
-    # metrics.json holds the paths of the container that wrote it: the run's layout places the files by name.
+    # The metrics hold the paths of the container that wrote them: the run's layout places the files by name.
     if metrics.get("best_model_path"):
-        wanted.add(f"checkpoints/{PurePosixPath(metrics['best_model_path']).name}")
+        wanted.add(f"{CHECKPOINT_DIR}/{PurePosixPath(metrics['best_model_path']).name}")
     wanted |= {PurePosixPath(plot).name for plot in (metrics.get("plots") or {}).values()}
     return {path: read(volume, f"{folder}/{path}") for path in sorted(wanted & present)}
 
@@ -101,12 +87,13 @@ def sweep_rows(volume, sweep: str) -> list[dict]:
     from cats_model.cloud.sweep_summary import volume_rows
 
     settings = load_settings()
-    files = {p.removeprefix("runs/"): p for p in volume_files(volume, "runs") if p.count("/") == 2}
-    wanted = [
-        p for p in files if p.startswith(f"{sweep}-") and p.endswith((f"/{RECORD_FILE}", f"/{METRICS}"))
-    ]
+    files = {p.removeprefix(f"{RUNS_DIR}/"): p for p in volume_files(volume, RUNS_DIR) if p.count("/") == 2}
+
+    def wanted(path: str) -> bool:  # <run of the sweep>/<its record or metrics>
+        run, _, name = path.partition("/")
+        return sweep_job(sweep, run) is not None and name in (RECORD_FILE, METRICS_FILE)
 
     def cost(record: dict) -> float | None:
         return settings.cost(record["container_s"], record["gpu"]) if record.get("container_s") else None
 
-    return volume_rows({path: read(volume, files[path]) for path in wanted}, sweep, cost)
+    return volume_rows({path: read(volume, files[path]) for path in files if wanted(path)}, sweep, cost)

@@ -7,34 +7,37 @@ and on a laptop.
 
 import json
 import os
-import re
-import secrets
 import signal
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from cats_model import run_layout
 from cats_model.atomic import atomic_write_text
 from cats_model.cloud.ending import how_it_ended
 from cats_model.cloud.overrides import check_not_fixed, key, single_run
 from cats_model.cloud.settings import Call, load_settings
 from cats_model.config import compose_train_config
-from cats_model.errors import CONTINUE_EXIT, SIGTERM_EXIT, UserError
+from cats_model.errors import CONTINUE_EXIT, SIGTERM_EXIT, USER_ERROR_EXIT, UserError
+from cats_model.run_layout import (
+    CHECKPOINT_DIR,
+    LAST_CHECKPOINT,
+    RECORD_FILE,
+    RUN_NAME,
+    RUN_NAME_RULE,
+    RUNS_DIR,
+    fresh_run_name,
+    handover_file,
+    metrics_file,
+)
 
 DATA_ENV, OUTPUT_ENV = "CATS_MODEL_DATA_DIR", "CATS_MODEL_OUTPUT_DIR"
-USER_ERROR_EXIT = 2  # what `python -m cats_model.train` exits with on a UserError
 OXFORD_DATAMODULES = ("CatBreedsDataModule", "CatVsOtherDataModule")
-RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
-RECORD_FILE = (
-    "launch.json"  # a run's latest call on the volume: its id, overrides, GPU, status, container seconds
-)
-HANDOVER_DIR = "calls"  # calls/<call id>.json: the call that continues this one, written once by this one
 HYDRA_HINT = "Set the environment variable HYDRA_FULL_ERROR=1"
 # A training process stopped by SIGTERM (a preemption, or the container being stopped): killed by it, or exiting
 # with the code its handler gives.
@@ -51,20 +54,11 @@ def output_dir() -> Path:
     return Path(os.environ[OUTPUT_ENV])
 
 
-def in_container() -> bool:
-    # modal.is_local() is also True in child processes of a container; this variable is not.
-    return os.environ.get("MODAL_IS_REMOTE") == "1"
-
-
-def fresh_run_name() -> str:
-    """Readable and unique: a rerun the same day (or second) never lands in an earlier run's folder."""
-    return f"{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
-
-
 def run_dir(run_name: str) -> Path:
+    """The run's folder under the outputs mount."""
     if not RUN_NAME.fullmatch(run_name):
-        raise UserError(f"run name {run_name!r} must be letters, digits, '.', '_' or '-' (at most 100)")
-    return output_dir() / "runs" / run_name
+        raise UserError(f"run name {run_name!r} must be {RUN_NAME_RULE}")
+    return run_layout.run_dir(output_dir(), run_name)
 
 
 def needs_oxford_download(cfg) -> bool:
@@ -120,7 +114,7 @@ def train(
     Training runs in a child process so that Lightning's DDP relaunches `cats_model.train`, not Modal's own
     entrypoint. What fails the same way on every attempt (a bad override, a user error of the child, CUDA out of
     memory) comes back as {"error": ...}, so Modal never retries it; only crashes raise. A call that reaches its
-    deadline a margin before its timeout saves last.ckpt, and `continue_run(overrides, run_name, next call)`
+    deadline a margin before its timeout saves the last checkpoint, and `continue_run(overrides, run_name, next call)`
     submits the call that continues the run; the result then names it: {"continued_in": call id}.
     """
     started = time.time()
@@ -147,7 +141,7 @@ def train(
     _commit_or_warn(
         commit, "the run's record"
     )  # a second submission of this run finds this call and follows it
-    with CheckpointCommitter(directory / "checkpoints", commit, commit_interval):
+    with CheckpointCommitter(directory / CHECKPOINT_DIR, commit, commit_interval):
         oom_kills = _oom_kills()
         returncode, cause = _run_streaming(command, env)
         seconds = time.time() - started
@@ -155,14 +149,14 @@ def train(
         result = {"run_name": run_name, "run_dir": str(directory), **result}
         record.update(status=status, container_s=result["container_s"], error=result.get("error"))
         atomic_write_text(directory / RECORD_FILE, json.dumps(record, indent=2) + "\n")
-    # Committed: the call that continues the run starts from this one's last.ckpt.
-    if status in ("crashed", "preempted"):  # raised: Modal retries the call, which resumes from last.ckpt
+    # Committed: the call that continues the run starts from this one's last checkpoint.
+    if status in ("crashed", "preempted"):  # raised: Modal retries the call, which resumes the run
         raise RuntimeError(f"training of run {run_name} failed: {result['error']}")
     if status == "continued":
         result["continued_in"] = continue_run(overrides, run_name, call.next(seconds))
         if call_id:
             atomic_write_text(
-                directory / HANDOVER_DIR / f"{call_id}.json",
+                handover_file(directory, call_id),
                 json.dumps({"continued_in": result["continued_in"]}),
             )
             # Never a raise here: Modal would retry this call beside the continuation it has just submitted.
@@ -181,7 +175,7 @@ def _commit_or_warn(commit: Callable[[], None] | None, what: str) -> None:
 
 def _handed_over(directory: Path, call_id: str) -> str | None:
     """The call that `call_id` already submitted to continue the run, if it did."""
-    handover = directory / HANDOVER_DIR / f"{call_id}.json"
+    handover = handover_file(directory, call_id)
     return json.loads(handover.read_text())["continued_in"] if handover.is_file() else None
 
 
@@ -214,7 +208,7 @@ def training_command(
         deadline = [
             f"{stop}._target_=cats_model.cloud.deadline.StopBeforeDeadline",
             f"{stop}.at={at:.0f}",
-            f"{stop}.checkpoint=${{paths.checkpoint_dir}}/last.ckpt",
+            f"{stop}.checkpoint=${{paths.checkpoint_dir}}/{LAST_CHECKPOINT}",
         ]
     return [
         sys.executable, "-m", "cats_model.train", *presets, *single_run(overrides), *deadline,
@@ -229,7 +223,7 @@ def _outcome(
     spent = round(call.spent_s + seconds, 2)
     base = {"gpu": call.gpu, "calls": call.segment, "container_s": spent}
     if returncode == 0:
-        metrics = json.loads((directory / "metrics.json").read_text())
+        metrics = json.loads(metrics_file(directory).read_text())
         return "completed", {**metrics, **base}
     if returncode == USER_ERROR_EXIT:
         return "failed", {**base, "error": cause}
@@ -279,7 +273,7 @@ def tensorboard(reload: Callable[[], None] | None):
     board = TensorBoard()
     # The fast loader's data server keeps event files open, and Volume.reload() fails while files are open:
     # the page would never show a new run. The Python loader opens a file only to read it.
-    board.configure(logdir=str(output_dir() / "runs"), load_fast="false")
+    board.configure(logdir=str(output_dir() / RUNS_DIR), load_fast="false")
     data_provider, multiplexer = board._make_data_provider()
     app = TensorBoardWSGIApp(
         board.flags, board.plugin_loaders, data_provider, board.assets_zip_provider, multiplexer
@@ -311,7 +305,7 @@ def _run_streaming(command: list[str], env: dict) -> tuple[int, str]:
 class CheckpointCommitter:
     """Commits the outputs volume whenever the checkpoint folder changes, and once at the end.
 
-    A preempted container loses what was not committed; committing each new last.ckpt bounds that loss to
+    A preempted container loses what was not committed; committing each new last checkpoint bounds that loss to
     the work since the last checkpoint. A failed commit is logged and tried again at the next change; a failed
     final commit raises, so that Modal retries the call (which resumes from what was committed).
     """
@@ -364,7 +358,7 @@ class CheckpointCommitter:
             self._stop.set()
             self._thread.join()
             try:
-                self.commit()  # metrics.json, the record and the final checkpoints
+                self.commit()  # the metrics, the record and the final checkpoints
             except Exception as err:
                 raise RuntimeError(
                     f"the run's files could not be committed to the outputs volume: {err}"

@@ -5,8 +5,7 @@ import shutil
 from pathlib import Path
 
 from cats_model.errors import UserError
-
-HYDRA_FILES = {"multirun.yaml"}  # what Hydra's sweeper writes before the launcher starts
+from cats_model.run_layout import SWEEP_HYDRA_FILES
 
 
 @contextlib.contextmanager
@@ -16,6 +15,6 @@ def removed_if_nothing_ran(sweep_dir: Path):
     try:
         yield
     except UserError:
-        if sweep_dir.is_dir() and {p.name for p in sweep_dir.iterdir()} <= HYDRA_FILES:
+        if sweep_dir.is_dir() and {p.name for p in sweep_dir.iterdir()} <= SWEEP_HYDRA_FILES:
             shutil.rmtree(sweep_dir, ignore_errors=True)
         raise

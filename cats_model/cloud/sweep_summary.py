@@ -1,14 +1,13 @@
 """The table of a sweep: one row per job, the best marked; printed, and saved as CSV and JSON.
 
 Built at the end of a sweep from its jobs' returns, or later from the outputs volume, where each job's run keeps
-its record (launch.json) and metrics.json: a sweep whose terminal was closed can still be summed up.
+its record and its metrics (cats_model.run_layout): a sweep whose terminal was closed can still be summed up.
 """
 
 import csv
 import glob
 import io
 import json
-import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,6 +17,16 @@ from omegaconf import OmegaConf
 
 from cats_model.atomic import atomic_write_text
 from cats_model.errors import UserError
+from cats_model.run_layout import (
+    METRICS_FILE,
+    RECORD_FILE,
+    SUMMARY_CSV,
+    SUMMARY_JSON,
+    metrics_file,
+    run_dir,
+    sweep_job,
+    sweep_name,
+)
 
 COLUMNS = (
     "job",
@@ -74,14 +83,14 @@ def summary_row(
     cost: Callable[[dict], float | None],
     run_dir: str | None = None,
 ) -> dict:
-    """A job's row from its JobReturn and the metrics.json in its job folder. `run_dir`: where the job's run
-    keeps its files, when the launcher knows (its run folder, also for a job that failed before writing
-    metrics.json); else its job folder."""
+    """A job's row from its JobReturn and the metrics in its job folder. `run_dir`: where the job's run keeps
+    its files, when the launcher knows (its run folder, also for a job that failed before writing its metrics);
+    else its job folder."""
     out = OmegaConf.select(ret.hydra_cfg, "hydra.runtime.output_dir", default=None, throw_on_missing=False)
     failed = ret.status != JobStatus.COMPLETED
-    # A failed job's folder may still hold an earlier run's metrics.json: read metrics of completed jobs only.
-    metrics_file = Path(out) / "metrics.json" if out and not failed else None
-    metrics = json.loads(metrics_file.read_text()) if metrics_file and metrics_file.is_file() else {}
+    # A failed job's folder may still hold an earlier run's metrics: read metrics of completed jobs only.
+    written = metrics_file(Path(out)) if out and not failed else None
+    metrics = json.loads(written.read_text()) if written and written.is_file() else {}
     status = "failed" if failed else "completed"
     error = ret._return_value if failed else ""
     return row(
@@ -97,22 +106,19 @@ def summary_row(
 
 def volume_rows(files: dict[str, bytes], sweep: str, cost: Callable[[dict], float | None]) -> list[dict]:
     """A sweep's rows from the outputs volume: one per job whose run has started (`<sweep>-<job>` with a record).
-    `files`: the runs' records and metrics.json, by path under runs/ (`<run>/launch.json`)."""
-    from cats_model.cloud.remote import RECORD_FILE
-
-    pattern = re.compile(re.escape(sweep) + r"-(\d+)")
+    `files`: the runs' records and metrics, by path under the runs folder (`<run>/<record file>`)."""
     rows = []
     for path, data in files.items():
         run, _, name = path.partition("/")
-        match = pattern.fullmatch(run)
-        if not match or name != RECORD_FILE:
+        job = sweep_job(sweep, run)
+        if job is None or name != RECORD_FILE:
             continue
         record = json.loads(data)
-        completed = record["status"] == "completed" and f"{run}/metrics.json" in files
-        metrics = json.loads(files[f"{run}/metrics.json"]) if completed else {}
+        completed = record["status"] == "completed" and f"{run}/{METRICS_FILE}" in files
+        metrics = json.loads(files[f"{run}/{METRICS_FILE}"]) if completed else {}
         rows.append(
-            row(int(match[1]), record["overrides"], record["status"], {**record, **metrics}, cost(record),
-                f"runs/{run}", record.get("error"))
+            row(job, record["overrides"], record["status"], {**record, **metrics}, cost(record),
+                run_dir(Path(), run).as_posix(), record.get("error"))
         )  # fmt: skip
     return mark_best(sorted(rows, key=lambda r: r["job"]))
 
@@ -126,15 +132,15 @@ def mark_best(rows: list[dict]) -> list[dict]:
 
 
 def write_summary(sweep_dir: Path, rows: list[dict]) -> str:
-    """Mark the best job by val/acc_best, write summary.csv and summary.json, and return the table as text."""
+    """Mark the best job by val/acc_best, write the table as CSV and JSON, and return it as text."""
     mark_best(rows)
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=COLUMNS)
     writer.writeheader()
     writer.writerows(rows)
-    atomic_write_text(sweep_dir / "summary.csv", buffer.getvalue())
-    atomic_write_text(sweep_dir / "summary.json", json.dumps(rows, indent=2) + "\n")
-    return format_table(rows) + f"\nsummary: {sweep_dir / 'summary.csv'}"
+    atomic_write_text(sweep_dir / SUMMARY_CSV, buffer.getvalue())
+    atomic_write_text(sweep_dir / SUMMARY_JSON, json.dumps(rows, indent=2) + "\n")
+    return format_table(rows) + f"\nsummary: {sweep_dir / SUMMARY_CSV}"
 
 
 def format_table(rows: list[dict]) -> str:
@@ -167,19 +173,14 @@ def local_rows(sweep: str, runs: Path) -> list[dict] | None:
     """The rows of a sweep run on this machine (hydra.launcher.backend=local), given its name or its folder: from
     its jobs' runs in `runs` (the outputs folder standing for the volume), as they are now; else from the table
     the sweep wrote in its folder when it ended (a sweep of another app has no runs); None when neither is here."""
-    # the launcher names a sweep's runs after its folder
-    from hydra_plugins.modal_launcher._core import sweep_name
-
     folder = Path(sweep)
-    name = sweep_name(folder.absolute()) if folder.is_dir() else sweep
-    from cats_model.cloud.remote import RECORD_FILE
-
+    name = sweep_name(folder.absolute()) if folder.is_dir() else sweep  # the launcher names runs after it
     files = {
         str(path.relative_to(runs)): path.read_bytes()
-        for kind in (RECORD_FILE, "metrics.json")
+        for kind in (RECORD_FILE, METRICS_FILE)
         for path in runs.glob(f"{glob.escape(name)}-*/{kind}")
     }
     rows = volume_rows(files, name, lambda record: None)
-    if not rows and (folder / "summary.json").is_file():
-        rows = json.loads((folder / "summary.json").read_text())
+    if not rows and (folder / SUMMARY_JSON).is_file():
+        rows = json.loads((folder / SUMMARY_JSON).read_text())
     return rows or None

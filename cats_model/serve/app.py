@@ -28,6 +28,7 @@ from cats_model.inference import (
     sidecar_path,
     top_k,
 )
+from cats_model.run_layout import metrics_file, run_of_checkpoint
 from cats_model.serve import PAGE_DIR
 from cats_model.serve.batcher import Batcher
 from cats_model.serve.body_limit import BodyLimit
@@ -77,11 +78,10 @@ def model_threads() -> int:
 
 
 def known_metrics(model: Model) -> dict | None:
-    """What is known of the model's accuracy: its run's metrics.json, or the int8 guard's numbers."""
+    """What is known of the model's accuracy: its run's metrics, or the int8 guard's numbers."""
     if model.kind == "checkpoint":
-        metrics_file = model.path.resolve().parent.parent / "metrics.json"  # <run>/checkpoints/x.ckpt
         try:
-            metrics = json.loads(metrics_file.read_text())
+            metrics = json.loads(metrics_file(run_of_checkpoint(model.path)).read_text())
         except (OSError, ValueError):
             return None
         return {key: metrics[key] for key in RUN_METRICS if key in metrics}

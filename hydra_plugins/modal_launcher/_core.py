@@ -5,15 +5,13 @@ same function bodies in local processes (backend=local). Any other Hydra app (Hy
 its task function in fresh local processes, the only thing a launcher can do for code it does not know.
 """
 
-import hashlib
 import importlib.util
 import json
 import logging
-import re
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import cloudpickle
 from hydra.core.hydra_config import HydraConfig
@@ -25,6 +23,14 @@ from cats_model.atomic import atomic_write_text
 from cats_model.cloud.sweep_folder import removed_if_nothing_ran
 from cats_model.cloud.sweep_summary import JobFailed, count_jobs, failed_jobs, summary_row, write_summary
 from cats_model.errors import UserError, exit_on_user_error
+from cats_model.run_layout import (
+    OVERRIDES_FILE,
+    hydra_file,
+    metrics_file,
+    run_dir,
+    sweep_name,
+    sweep_run_name,
+)
 from cats_model.system import in_fresh_process
 
 log = logging.getLogger(__name__)
@@ -35,7 +41,7 @@ class Job:
     idx: int
     overrides: list[str]
     config: DictConfig
-    folder: Path  # the job's folder in the sweep: its config and metrics.json
+    folder: Path  # the job's folder in the sweep: its config and metrics
     run_name: str = ""
 
 
@@ -68,7 +74,9 @@ def _launch(launcher, job_overrides, initial_job_idx: int, sweep_dir: Path) -> l
             config.hydra.job.id = idx
             config.hydra.job.num = idx
         folder = sweep_dir / str(OmegaConf.select(config, "hydra.sweep.subdir"))
-        jobs.append(Job(idx, list(overrides), config, folder, run_name=sweep_run_name(sweep_dir, idx)))
+        jobs.append(
+            Job(idx, list(overrides), config, folder, run_name=sweep_run_name(sweep_name(sweep_dir), idx))
+        )
 
     project = is_project_app(launcher.task_function)
     if project:
@@ -104,23 +112,12 @@ def is_project_app(task_function) -> bool:
 
 def run_folder(launcher, job: "Job") -> str:
     """Where a job of cats_model.train keeps its files: its run in the outputs folder (backend=local), or on the
-    outputs volume as the container names it (as a finished job's metrics.json does)."""
+    outputs volume as the container names it (as a finished job's metrics do)."""
     if launcher.backend == "local":
-        return str(Path(job.config.paths.log_dir) / "runs" / job.run_name)
+        return str(run_dir(Path(job.config.paths.log_dir), job.run_name))
     from cats_model.cloud.settings import load_settings
 
-    return f"{load_settings().volume('outputs')[1]}/runs/{job.run_name}"
-
-
-def sweep_name(sweep_dir: Path) -> str:
-    """Distinct per sweep folder, and the same when the same sweep (same hydra.sweep.dir) runs again."""
-    tag = re.sub(r"[^A-Za-z0-9._-]", "-", sweep_dir.name)[-48:].strip("-.") or "sweep"
-    return f"{tag}-{hashlib.sha1(str(sweep_dir).encode()).hexdigest()[:6]}"
-
-
-def sweep_run_name(sweep_dir: Path, idx: int) -> str:
-    """A job's run on the outputs volume: a rerun of the sweep resumes it."""
-    return f"{sweep_name(sweep_dir)}-{idx}"
+    return str(run_dir(PurePosixPath(load_settings().volume("outputs")[1]), job.run_name))
 
 
 # ------------------------------------------------------------------------------------------- cats_model.train
@@ -210,7 +207,7 @@ def run_train_calls(launcher, jobs: list[Job], sweep_dir: Path) -> tuple[list[Jo
 
 def finished_earlier(job: Job) -> dict | None:
     """This job's result from an earlier run of the same sweep with the same overrides, kept in its folder."""
-    metrics, overrides = job.folder / "metrics.json", job.folder / ".hydra" / "overrides.yaml"
+    metrics, overrides = metrics_file(job.folder), hydra_file(job.folder, OVERRIDES_FILE)
     if not (metrics.is_file() and overrides.is_file()):
         return None
     if OmegaConf.to_container(OmegaConf.load(overrides)) != job.overrides:
@@ -228,7 +225,7 @@ def _replay(result: dict | BaseException, metric: str | None) -> Callable[[DictC
         if "error" in result:
             raise UserError(result["error"])
         out = Path(HydraConfig.get().runtime.output_dir)
-        atomic_write_text(out / "metrics.json", json.dumps(result, indent=2) + "\n")
+        atomic_write_text(metrics_file(out), json.dumps(result, indent=2) + "\n")
         return result.get(metric) if metric else None
 
     return task
