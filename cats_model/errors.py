@@ -10,6 +10,9 @@ from hydra.errors import CompactHydraException
 # A training stopped by SIGTERM (timeout, docker stop, systemd, Slurm, Modal's preemption): what a shell reports
 # for a process killed by that signal, so that `train && export` stops there and a caller can tell it apart.
 SIGTERM_EXIT = 128 + signal.SIGTERM  # 143
+# Every entry point's exit on a UserError: 2, the usage-error code of argparse and click, and
+# what a Modal container reads as "do not retry" (cloud/remote.py). 1 stays for work that failed.
+USER_ERROR_EXIT = 2
 
 
 class UserError(CompactHydraException):
@@ -21,7 +24,7 @@ class UserError(CompactHydraException):
 
 
 @contextlib.contextmanager
-def exit_on_user_error(exit_code: int = 2):
+def exit_on_user_error():
     """Turn a UserError into one line on stderr and a non-zero exit; HYDRA_FULL_ERROR=1 keeps the traceback."""
     try:
         yield
@@ -30,7 +33,7 @@ def exit_on_user_error(exit_code: int = 2):
         if cause is None or os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
         print(f"error: {cause}", file=sys.stderr, flush=True)
-        sys.exit(exit_code)
+        sys.exit(USER_ERROR_EXIT)
 
 
 def user_error_in(err: BaseException | None) -> UserError | None:

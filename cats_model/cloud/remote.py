@@ -26,10 +26,9 @@ from cats_model.cloud.ending import how_it_ended
 from cats_model.cloud.overrides import check_not_fixed, key, single_run
 from cats_model.cloud.settings import Call, load_settings
 from cats_model.config import compose_train_config
-from cats_model.errors import SIGTERM_EXIT, UserError
+from cats_model.errors import SIGTERM_EXIT, USER_ERROR_EXIT, UserError
 
 DATA_ENV, OUTPUT_ENV = "CATS_MODEL_DATA_DIR", "CATS_MODEL_OUTPUT_DIR"
-USER_ERROR_EXIT = 2  # what `python -m cats_model.train` exits with on a UserError
 OXFORD_DATAMODULES = ("CatBreedsDataModule", "CatVsOtherDataModule")
 RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 RECORD_FILE = (
