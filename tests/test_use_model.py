@@ -421,7 +421,7 @@ def test_wrong_predict_arguments_are_one_line_each(trained):
         (["--device", "cuda:7"], "error: --device cuda:7: no such CUDA GPU is visible here; use cpu or auto"),
     ):
         result = run("cats_model.predict", checkpoint, "photo.jpg", *args)
-        assert (result.returncode, result.stdout, result.stderr.strip()) == (1, "", expected)
+        assert (result.returncode, result.stdout, result.stderr.strip()) == (2, "", expected)
 
 
 def crafted(checkpoint, tmp_path, **hyper_parameters):
