@@ -9,10 +9,6 @@ from cats_model.errors import UserError
 from cats_model.model.classifier import CatClassifier
 
 
-def best_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 def load_classifier(path: str | Path, device: torch.device | str = "cpu") -> CatClassifier:
     """The classifier in `path`, in eval mode, with its class names, image size and normalisation in .hparams."""
     path = Path(path)

@@ -323,7 +323,7 @@ def main(argv: list[str] | None = None) -> None:
     )  # fmt: skip
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    with exit_on_user_error(exit_code=1):
+    with exit_on_user_error():
         checksums = None
         if args.checksums:
             try:

@@ -12,7 +12,9 @@ from hydra.errors import CompactHydraException
 SIGTERM_EXIT = 128 + signal.SIGTERM  # 143
 # A training stopped at its Modal call's deadline (cloud/deadline.py): a new call continues the run (EX_TEMPFAIL).
 CONTINUE_EXIT = 75
-USER_ERROR_EXIT = 2  # what `python -m cats_model.train` exits with on a UserError
+# Every entry point's exit on a UserError: 2, the usage-error code of argparse and click, and
+# what a Modal container reads as "do not retry" (cloud/remote.py). 1 stays for work that failed.
+USER_ERROR_EXIT = 2
 
 
 class UserError(CompactHydraException):
@@ -24,7 +26,7 @@ class UserError(CompactHydraException):
 
 
 @contextlib.contextmanager
-def exit_on_user_error(exit_code: int = USER_ERROR_EXIT):
+def exit_on_user_error():
     """Turn a UserError into one line on stderr and a non-zero exit; HYDRA_FULL_ERROR=1 keeps the traceback."""
     try:
         yield
@@ -33,7 +35,7 @@ def exit_on_user_error(exit_code: int = USER_ERROR_EXIT):
         if cause is None or os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
         print(f"error: {cause}", file=sys.stderr, flush=True)
-        sys.exit(exit_code)
+        sys.exit(USER_ERROR_EXIT)
 
 
 def user_error_in(err: BaseException | None) -> UserError | None:

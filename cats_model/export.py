@@ -182,7 +182,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.int8
         else None
     )
-    with exit_on_user_error(exit_code=1):
+    with exit_on_user_error():
         sidecar = export(args.checkpoint, args.out, args.opset, int8)
     summary = f"max |logit difference| to PyTorch {sidecar['max_abs_logit_diff']:.1e}"
     if "int8" in sidecar:

@@ -22,8 +22,8 @@ from PIL import Image, UnidentifiedImageError
 from cats_model.data.images import load_rgb
 from cats_model.data.transforms import EVAL_CROP_RATIO, eval_transform
 from cats_model.errors import UserError
-from cats_model.system import available_cpus
-from cats_model.validation import RANGES
+from cats_model.system import available_cpus, default_device
+from cats_model.validation import RANGES, Range
 
 IMAGE_SIZES = RANGES["data.image_size"]  # what training accepts; outside is a crafted or broken file
 MAX_CLASSES = 100_000
@@ -267,7 +267,7 @@ def read_sidecar(onnx_path: Path) -> dict:
 def resolve_device(name: str | None) -> torch.device:
     """`--device`: None or "auto" is a GPU when there is one; anything else must name a device that exists."""
     if name in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return default_device()
     try:
         device = torch.device(name)
     except (RuntimeError, ValueError):
@@ -348,6 +348,10 @@ def read_images(
     return [p for p, _ in read], (torch.stack([r for _, r in read]) if read else None), errors
 
 
+TOP_K = 3  # classes shown per image where the caller does not say
+TOP_K_ALLOWED = Range(1, integer=True)  # more than a model's classes shows them all
+
+
 def top_k(probabilities: np.ndarray, class_names: tuple[str, ...], k: int) -> list[list[dict]]:
     """Per image, the k most likely classes: [{"label", "probability"}], most likely first."""
     k = min(k, len(class_names))
@@ -358,9 +362,16 @@ def top_k(probabilities: np.ndarray, class_names: tuple[str, ...], k: int) -> li
     ]
 
 
-def check_top_k(k: int) -> int:
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise UserError(f"top-k must be a whole number of 1 or more, got {k!r}")
+def check_top_k(value, name: str = "top-k") -> int:
+    """`value` (a number, or the text of a web request's field) as a count of classes to show, or a UserError."""
+    k = value
+    if isinstance(value, str):
+        try:
+            k = int(value)
+        except ValueError:
+            pass
+    if k not in TOP_K_ALLOWED:
+        raise UserError(f"{name} must be a whole number of 1 or more, got {value!r:.20}")
     return k
 
 

@@ -10,10 +10,10 @@ import sys
 from cats_model.cat_or_not import verdict
 from cats_model.data.images import image_files
 from cats_model.errors import UserError, exit_on_user_error
-from cats_model.inference import Model, check_top_k, load_model, printable, read_images, top_k
+from cats_model.inference import TOP_K, Model, check_top_k, load_model, printable, read_images, top_k
 
 
-def predict_files(model: Model, files: list[str], k: int = 3, batch_size: int = 32) -> list[dict]:
+def predict_files(model: Model, files: list[str], k: int = TOP_K, batch_size: int = 32) -> list[dict]:
     """One row per file, in order: {"path", "predictions": [{"label", "probability"}...]} or {"path", "error"};
     a model with a cat-or-not head adds "is_cat" and "cat_probability" to each prediction row."""
     rows = {}
@@ -29,7 +29,9 @@ def predict_files(model: Model, files: list[str], k: int = 3, batch_size: int = 
     return [rows[path] for path in files]
 
 
-def predict(model_path: str, paths: list[str], k: int = 3, batch_size: int = 32, device=None) -> list[dict]:
+def predict(
+    model_path: str, paths: list[str], k: int = TOP_K, batch_size: int = 32, device=None
+) -> list[dict]:
     check_top_k(k)  # before the model is loaded: a wrong argument fails at once
     if batch_size < 1:
         raise UserError(f"--batch-size must be 1 or more, got {batch_size}")
@@ -58,12 +60,12 @@ def main(argv: list[str] | None = None) -> None:
         "model", help="a .ckpt written by training, or an exported .onnx (its .json beside it)"
     )
     parser.add_argument("paths", nargs="+", help="image files or folders of images")
-    parser.add_argument("--top-k", type=int, default=3, help="classes shown per image (1 or more)")
+    parser.add_argument("--top-k", type=int, default=TOP_K, help="classes shown per image (1 or more)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--device", help="auto (default: a GPU when there is one), cpu, cuda, cuda:1 ...")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = parser.parse_args(argv)
-    with exit_on_user_error(exit_code=1):
+    with exit_on_user_error():
         rows = predict(args.model, args.paths, args.top_k, args.batch_size, args.device)
         if not rows:
             raise UserError(f"no images found in {printable(' '.join(args.paths))}")

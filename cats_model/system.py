@@ -36,6 +36,33 @@ def default_num_workers() -> int:
     return min(8, max(0, available_cpus() - 1))
 
 
+# torch is imported inside the functions below: the Modal side reads this module (CPUS_ENV) without it.
+
+
+def uses_cuda(accelerator: str = "auto") -> bool:
+    """Whether a Trainer `accelerator` (or `auto`) runs on a CUDA GPU here."""
+    import torch
+
+    return accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+
+
+def default_device():
+    """Where work goes when nobody says: the GPU when there is one, else the CPU."""
+    import torch
+
+    return torch.device("cuda" if uses_cuda() else "cpu")
+
+
+def auto_precision(accelerator: str = "auto") -> str:
+    """What `trainer.precision=auto` means on this machine: bf16 needs Ampere or newer (compute capability 8),
+    T4 and V100 get fp16 with loss scaling, the CPU full float32."""
+    import torch
+
+    if not uses_cuda(accelerator):
+        return "32-true"
+    return "bf16-mixed" if torch.cuda.get_device_capability()[0] >= 8 else "16-mixed"
+
+
 def in_fresh_process(function, *args):
     """`function(*args)` in a new Python process (spawn: it inherits no state, no threads, no CUDA context), as a
     container starts fresh; its result, or its exception raised here."""

@@ -35,14 +35,10 @@ from cats_model.run_folder import (
 )
 from cats_model.run_layout import LAST_CHECKPOINT, METRICS_FILE
 from cats_model.run_summary import summary_block
-from cats_model.system import in_container
+from cats_model.system import auto_precision, in_container, uses_cuda
 from cats_model.validation import check_all_set, check_arguments, check_values
 
 log = logging.getLogger(__name__)
-
-
-def _uses_cuda(accelerator: str) -> bool:
-    return accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
 
 
 def trainer_arguments(trainer_cfg: DictConfig) -> dict:
@@ -54,17 +50,14 @@ def trainer_arguments(trainer_cfg: DictConfig) -> dict:
             f"trainer.accelerator={accelerator} but no CUDA GPU is visible: use trainer.accelerator=cpu"
         )
     if settings.get("precision") == "auto":
-        if not _uses_cuda(accelerator):
-            settings["precision"] = "32-true"
-        else:  # bf16 needs Ampere or newer; T4 and V100 get fp16 with loss scaling
-            settings["precision"] = "bf16-mixed" if torch.cuda.get_device_capability()[0] >= 8 else "16-mixed"
+        settings["precision"] = auto_precision(accelerator)
     return settings
 
 
 def allow_tf32(trainer_args: dict) -> None:
     """On CUDA, let float32 matrix products outside autocast (all of them under 32-true) use TF32 tensor cores.
     A process-wide setting of PyTorch's."""
-    if _uses_cuda(str(trainer_args.get("accelerator", "auto"))):
+    if uses_cuda(str(trainer_args.get("accelerator", "auto"))):
         torch.set_float32_matmul_precision("high")
 
 

@@ -2,7 +2,6 @@
 against its allowed range (RANGES). A typo or an impossible value fails in one line, before data is read."""
 
 import difflib
-import importlib
 import inspect
 import math
 import types
@@ -10,6 +9,7 @@ import typing
 from dataclasses import dataclass
 from typing import Any, Literal, Union, get_args, get_origin
 
+from hydra._internal.utils import _locate
 from omegaconf import DictConfig, OmegaConf
 
 from cats_model.data.synthetic import DOG_BREEDS
@@ -45,7 +45,8 @@ def check_values(cfg: DictConfig) -> None:
 def check_all_set(cfg: DictConfig) -> None:
     """No value left `???`: a group's shared base (`model=default`) or a config that needs a value from the user
     (`data=folder` needs `data.root`) says which, in one line. Read without resolving, since some values
-    interpolate Hydra's run folder, unset where a sweep is composed."""
+    interpolate Hydra's run folder, unset where a sweep is composed: OmegaConf.missing_keys resolves every value
+    it walks past (omegaconf 2.3), and fails there."""
     values = OmegaConf.to_container(cfg, resolve=False)
     values.pop("hydra", None)
     missing = sorted(_missing_keys(values))
@@ -120,21 +121,19 @@ def check_target(node: DictConfig, group: str, kind: type | None = None, given: 
 
 
 def importable(path: str) -> Any:
-    """The object a dotted path names (`torch.optim.AdamW`), or None. Quietly: Hydra's own lookup logs an error
-    of several lines before it raises, and a mistake must read as one line."""
-    parts = path.split(".")
-    for end in range(len(parts), 0, -1):
-        try:
-            found = importlib.import_module(".".join(parts[:end]))
-        except Exception:  # not a module (or not importable): try the path's shorter beginning
-            continue
-        for name in parts[end:]:
-            found = getattr(found, name, None)
-        return found
-    return None
+    """The object a dotted path names (`torch.optim.AdamW`), or None: found by `_locate`, the lookup of Hydra's
+    instantiate itself, so that what passes here is what training will build. Not by its public
+    `hydra.utils.get_object`, which logs an error of several lines before it raises: a mistake is one line."""
+    try:
+        return _locate(path)
+    except Exception:
+        return None
 
 
 def fits(value: Any, hint: Any) -> bool:
+    """Whether a config value suits a type hint of what it configures. By hand: OmegaConf's structured configs
+    check only dataclasses of their own, and the hints here (Lightning's Trainer, the data and model classes)
+    hold unions and classes that OmegaConf cannot represent; their errors are several lines besides."""
     origin = get_origin(hint)
     if origin in (Union, types.UnionType):
         return any(fits(value, arg) for arg in get_args(hint))

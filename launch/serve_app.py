@@ -16,6 +16,7 @@ from cats_model.cloud.image import project_image
 from cats_model.cloud.served_run import checked_run, served_run
 from cats_model.cloud.settings import load_settings
 from cats_model.errors import exit_on_user_error
+from cats_model.serve.app import ServeOptions
 from cats_model.system import in_container
 
 RUN_ENV = "CATS_MODEL_SERVE_RUN"
@@ -27,9 +28,10 @@ outputs_volume = modal.Volume.from_name(outputs_volume_name, create_if_missing=T
 # Decided where `modal deploy` runs, from the outputs volume itself (read with no container), and carried into
 # the container by the image: a run that is not there fails here in one line, not in every container's start;
 # `latest` becomes the run finished last by now, the one a deployment (and its memory snapshot) keeps serving.
-with exit_on_user_error(exit_code=1):
+with exit_on_user_error():
     if serve["gpu"]:
         settings.checked_gpu(serve["gpu"], "serve.gpu")
+    options = ServeOptions.from_settings(serve["options"] or {}, "modal.yml serve.options")
     run = checked_run(os.environ.get(RUN_ENV) or str(serve["run"]))
     if not in_container():
         run = served_run(run, outputs_volume, outputs_volume_name)
@@ -66,6 +68,6 @@ class Server:
 
     @modal.asgi_app()
     def web(self):
-        from cats_model.serve.app import ServeOptions, create_app
+        from cats_model.serve.app import create_app
 
-        return create_app(self.model, ServeOptions(**serve["options"]))
+        return create_app(self.model, options)

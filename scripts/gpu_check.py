@@ -31,7 +31,7 @@ from cats_model.atomic import atomic_write_text
 from cats_model.config import compose_train_config
 from cats_model.data.oxford import CAT, OxfordPet
 from cats_model.run_layout import METRICS_FILE, last_checkpoint, metrics_file
-from cats_model.system import available_cpus
+from cats_model.system import auto_precision, available_cpus
 
 ROOT = Path(__file__).resolve().parent.parent
 NOT_MEASURED = "not measured: no GPU"
@@ -150,7 +150,7 @@ class Check:
         if self.gpu:
             if not gpu_used(output):
                 raise CheckFailed("trained without the GPU")
-            expected = "bf16-mixed" if torch.cuda.get_device_capability()[0] >= 8 else "16-mixed"
+            expected = auto_precision("gpu")
             if precision != expected:
                 raise CheckFailed(f"precision auto trained in {precision}, expected {expected}")
         return {

@@ -250,3 +250,24 @@ def test_every_hparams_search_composes(tmp_path, search):
     cfg = compose_train_config([f"hparams_search={search}"], tmp_path)
     for key in cfg.hydra.sweeper.params:
         assert OmegaConf.select(cfg, key) is not None, key  # each searches a key the config has
+
+
+def test_python_defaults_say_what_the_configs_say(tmp_path):
+    """configs/ decides the defaults (what a run prints and checks); the Python defaults of the classes they
+    configure, and the bench's image size, serve use without Hydra and must be the same values."""
+    from cats_model.bench.cli import parse_args
+
+    cfg = compose_train_config([], tmp_path)
+    for group, cls in (("data", ImageDataModule), ("model", CatClassifier)):
+        declared = OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / group / "default.yaml"))
+        parameters = inspect.signature(cls.__init__).parameters
+        for key, value in declared.items():
+            machine_folder = str(value).startswith("${paths.")
+            if key == "_target_" or value == "???" or machine_folder:
+                continue
+            default = parameters[key].default
+            default = list(default) if isinstance(default, tuple) else default
+            assert default == cfg[group][key], f"{group}.{key}"
+    image_size = cfg.data.image_size
+    assert inspect.signature(CatClassifier.__init__).parameters["image_size"].default == image_size
+    assert parse_args([]).image_size == image_size

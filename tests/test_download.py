@@ -223,7 +223,7 @@ def test_a_link_chain_past_path_max_writes_nothing_outside(tmp_path, archives, c
             capsys=capsys,
         )
     assert not list(tmp_path.rglob("escaped.txt"))
-    assert code == 1 and len(stderr) == 1, stderr
+    assert code == 2 and len(stderr) == 1, stderr
     assert stderr[0].startswith("error: annotations.tar.gz has a link member, refused: a -> ddd")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checksums.json", "work"]
     assert [p.name for p in work.iterdir()] == [
@@ -289,7 +289,7 @@ def test_a_checksums_file_names_exactly_the_two_archives(tmp_path, capsys, conte
         str(checksums),
         capsys=capsys,
     )
-    assert code == 1 and len(stderr) == 1, stderr
+    assert code == 2 and len(stderr) == 1, stderr
     assert stderr[0].startswith(
         f'error: --checksums {checksums}: expected a JSON object {{"images.tar.gz": digest, '
     )
@@ -303,7 +303,7 @@ def test_a_checksum_that_is_not_a_digest_is_one_line(tmp_path, capsys, digest):
     checksums = tmp_path / "checksums.json"
     checksums.write_text(json.dumps({"images.tar.gz": digest, "annotations.tar.gz": "0" * 32}))
     code, stderr = run_main("--root", str(tmp_path / "pets"), "--checksums", str(checksums), capsys=capsys)
-    assert code == 1 and len(stderr) == 1, stderr
+    assert code == 2 and len(stderr) == 1, stderr
     assert (
         "images.tar.gz: " in stderr[0]
         and "is neither an md5 (32 hex digits) nor a sha256 (64) digest" in stderr[0]
@@ -321,7 +321,7 @@ def test_an_archive_that_expands_past_the_caps_is_refused(tmp_path, archives, ca
             "--root", str(tmp_path / "pets"), "--base-url", mirror.url, "--checksums", str(checksums),
             "--max-member-mb", "1", capsys=capsys,
         )  # fmt: skip
-        assert code == 1 and len(stderr) == 1, stderr
+        assert code == 2 and len(stderr) == 1, stderr
         assert stderr[0] == (
             "error: images.tar.gz expands to more than its cap (1 MB per file, 8 GB in all) at images/zeros.jpg: "
             "refused; raise --max-member-mb or --max-extracted-gb if the archive is trusted"

@@ -26,7 +26,7 @@ def run_export(capsys, *args: str) -> str:
     with pytest.raises(SystemExit) as exit_info:
         export.main(list(args))
     err = capsys.readouterr().err
-    assert exit_info.value.code == 1 and err.count("\n") == 1, err
+    assert exit_info.value.code == 2 and err.count("\n") == 1, err
     return err
 
 

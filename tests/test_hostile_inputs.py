@@ -82,7 +82,7 @@ def test_export_int8_reads_a_run_folder_as_data_and_runs_nothing_it_names(
     with pytest.raises(SystemExit) as exit_info:
         export_main([str(checkpoint), "--out", str(config.parent.parent / "model.onnx"), "--int8"])
     err = capsys.readouterr().err
-    assert exit_info.value.code == 1 and sentence in err and err.count("\n") == 1, err
+    assert exit_info.value.code == 2 and sentence in err and err.count("\n") == 1, err
     assert "--calibration DIR" in err or "expected" in err
     assert not marker.exists() and not (config.parent.parent / "model.onnx").exists()
 

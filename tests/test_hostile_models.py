@@ -41,7 +41,7 @@ def test_a_model_that_disagrees_with_its_sidecar_is_one_line_at_load(case, tmp_p
         with pytest.raises(SystemExit) as exit_info:
             main([str(model), *args])
         out, err = capsys.readouterr()
-        assert exit_info.value.code == 1 and out == "", out
+        assert exit_info.value.code == 2 and out == "", out
         assert err.startswith(f"error: {model} {sentence}") and err.count("\n") == 1, err
 
 

@@ -94,9 +94,23 @@ def test_serve_options_that_are_not_finite_numbers_are_one_line(model, args, sen
         ServeOptions(**{args[0].removeprefix("--").replace("-", "_"): float(args[1])})
 
 
+def test_serving_options_from_a_settings_file_are_checked_as_the_command_line_is():
+    where = "modal.yml serve.options"
+    with pytest.raises(UserError) as error:
+        ServeOptions.from_settings({"max_wait_ms": float("nan")}, where)
+    assert str(error.value) == f"{where}.max_wait_ms must be a number in [0, 1000], got nan"
+    with pytest.raises(UserError) as error:
+        ServeOptions.from_settings({"max_file": 32}, where)
+    assert str(error.value).startswith(
+        f"{where}.max_file is not a serving option (did you mean {where}.max_files?)"
+    )
+    assert "\n" not in str(error.value)
+    assert ServeOptions.from_settings({"max_files": 32}, where) == ServeOptions(max_files=32)
+
+
 def test_the_batcher_refuses_a_wait_that_is_not_a_number():
     with pytest.raises(ValueError):
-        Batcher(list, max_wait_ms=float("nan"))
+        Batcher(list, max_batch_size=1, max_wait_ms=float("nan"))
 
 
 def test_a_port_in_use_is_one_line_with_a_port_hint(model, capsys):
@@ -105,7 +119,7 @@ def test_a_port_in_use_is_one_line_with_a_port_hint(model, capsys):
         with pytest.raises(SystemExit) as exit_info:
             main([str(model), "--port", str(port)])
     out, err = capsys.readouterr()
-    assert exit_info.value.code == 1 and out == ""  # no "serving ... at" before the error
+    assert exit_info.value.code == 2 and out == ""  # no "serving ... at" before the error
     assert err == (
         f"error: port {port} on 127.0.0.1 is already in use (another server?): stop it, or choose another with "
         "--port N\n"

@@ -179,7 +179,7 @@ def test_bad_overrides_fail_before_any_modal_call(modal_client, modal_app, mount
     ):
         with pytest.raises(SystemExit) as exit_info:
             entry.main(args, ModalCalls(modal_app))
-        assert exit_info.value.code == 1
+        assert exit_info.value.code == 2
         assert message in capsys.readouterr().err
     assert modal_client.requests == []  # not even an app was created
 

@@ -51,7 +51,7 @@ def test_a_call_that_times_out_on_every_attempt_ends_in_one_line(modal_service):
     attempts = load_settings().train["retries"]["max_retries"] + 1
     modal_service.script("train", *[Attempt(timeout=True)] * attempts)
     result = run(modal_service, "run_name=late", timeout=300)
-    assert result.returncode == 1
+    assert result.returncode == 2
     [line] = error_lines(result)
     assert "reached its Modal timeout on every attempt" in line and "run_name" in line
     [call] = modal_service.calls_of("train")
@@ -69,14 +69,14 @@ def test_an_expired_result_ends_in_one_line_pointing_at_the_volume(modal_service
     time.sleep(1.5)  # polled a few times while running
     modal_service.expire(call.call_id)
     result = finished()
-    assert result.returncode == 1
+    assert result.returncode == 2
     [line] = error_lines(result)
     assert "has expired on Modal" in line and "outputs volume" in line
 
 
 def test_a_crash_on_every_attempt_is_retried_then_one_line(modal_service):
     result = run(modal_service, "run_name=crash", "+callbacks.crash._target_=faults.CrashAtFitStart")
-    assert result.returncode == 1
+    assert result.returncode == 2
     [line] = error_lines(result)
     assert "run crash failed" in line and "injected crash at fit start" in line
     [call] = modal_service.calls_of("train")
@@ -153,7 +153,7 @@ def test_a_training_killed_for_memory_is_one_line_and_not_retried(modal_service,
     monkeypatch.setenv("CATS_MODEL_MEMORY_EVENTS", str(tmp_path / "memory.events"))
     (tmp_path / "memory.events").write_text("oom_kill 0\n")
     result = run(modal_service, "run_name=oom", "+callbacks.oom._target_=faults.KilledForMemory")
-    assert result.returncode == 1
+    assert result.returncode == 2
     [line] = error_lines(result)
     assert "killed by the system: out of memory" in line and "train.memory in modal.yml" in line
     [call] = modal_service.calls_of("train")

@@ -279,7 +279,7 @@ def test_serve_refuses_bad_options_in_one_line(trained, capsys):
                            (["--device", "meta"], "--device meta: only cpu and cuda")):  # fmt: skip
         with pytest.raises(SystemExit) as exit_info:
             main([trained[0], *args])
-        assert exit_info.value.code == 1
+        assert exit_info.value.code == 2
         assert capsys.readouterr().err.strip().startswith(f"error: {sentence}")
 
 

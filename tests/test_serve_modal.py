@@ -5,6 +5,7 @@ import os
 import shutil
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -15,15 +16,17 @@ from modal._partial_function import _find_partial_methods_for_user_cls
 from modal._partial_function import _PartialFunctionFlags as Flags
 from modal_service import modal_command
 
+from cats_model.cloud import settings as settings_module
 from cats_model.cloud.calls import load_modal_app
 from cats_model.cloud.served_run import served_checkpoint
-from cats_model.cloud.settings import MODAL_YML, load_settings
+from cats_model.cloud.settings import MODAL_YML, Settings, load_settings
 from cats_model.config import compose_train_config
 from cats_model.errors import UserError
 from cats_model.inference import load_model
 from cats_model.paths import PROJECT_ROOT
 from cats_model.predict import predict_files
 from cats_model.run_layout import best_checkpoint
+from cats_model.serve.app import ServeOptions
 from cats_model.train import train
 
 APP_FILE = PROJECT_ROOT / "launch" / "serve_app.py"
@@ -80,6 +83,28 @@ def outputs(volume, run) -> Path:
     return volume
 
 
+def test_modal_yml_holds_only_the_serving_options_it_changes(declared):
+    """ServeOptions holds the defaults, local and deployed alike; modal.yml names only what a deployment changes."""
+    defaults = asdict(ServeOptions())
+    assert all(defaults.get(key) != value for key, value in declared["options"].items()), declared["options"]
+
+
+def test_deploy_refuses_serving_options_out_of_range_or_unknown_in_one_line(volume, monkeypatch, capsys):
+    put_run(volume)
+    raw = load_settings().raw
+    for options, sentence in (
+        ({"max_wait_ms": -1}, "modal.yml serve.options.max_wait_ms must be a number in [0, 1000], got -1"),
+        ({"max_wait": 5}, "modal.yml serve.options.max_wait is not a serving option (did you mean "
+                          "modal.yml serve.options.max_wait_ms?)"),
+    ):  # fmt: skip
+        changed = Settings({**raw, "serve": {**raw["serve"], "options": options}})
+        monkeypatch.setattr(settings_module, "load_settings", lambda changed=changed: changed)
+        with pytest.raises(SystemExit) as exit_info:
+            load_serve_app()
+        assert exit_info.value.code == 2
+        assert capsys.readouterr().err.strip().startswith(f"error: {sentence}")
+
+
 def test_the_server_class_matches_modal_yml(serve_app, declared):
     assert serve_app.app.name == declared["app_name"] == "tiny-cats-model-serve"
     service = serve_app.Server._get_class_service_function()
@@ -117,7 +142,7 @@ def test_deploy_refuses_a_run_that_is_not_on_the_outputs_volume_in_one_line(volu
         )
 
     refused = deploy()
-    assert refused.returncode == 1 and refused.stderr.splitlines() == [
+    assert refused.returncode == 2 and refused.stderr.splitlines() == [
         "error: no finished run on the outputs volume cats-model-outputs (none has runs/NAME/metrics.json): "
         "train one first, or name a run with serve.run in modal.yml or CATS_MODEL_SERVE_RUN"
     ]
@@ -125,7 +150,7 @@ def test_deploy_refuses_a_run_that_is_not_on_the_outputs_volume_in_one_line(volu
     (volume / "runs" / "running" / "checkpoints").mkdir(parents=True)  # started, no checkpoint yet
     for run in ("night", "running"):
         refused = deploy(run)
-        assert refused.returncode == 1 and refused.stderr.splitlines() == [
+        assert refused.returncode == 2 and refused.stderr.splitlines() == [
             f"error: serve run {run!r} has no checkpoint on the outputs volume cats-model-outputs "
             f"(runs/{run}/checkpoints/); `modal volume ls cats-model-outputs runs/` lists the runs"
         ]
@@ -168,7 +193,7 @@ def test_the_class_serves_the_latest_finished_run_offline(declared, outputs):
     with TestClient(app) as client:
         about = client.get("/model").json()
         assert about["file"] == checkpoint.name and about["metrics"]["test/acc"] is not None
-        assert {k: about["limits"][k] for k in declared["options"]} == declared["options"]
+        assert about["limits"] == {**asdict(ServeOptions()), **declared["options"]}
         files = [("file", (Path(p).name, Path(p).read_bytes())) for p in photos]
         answer = client.post("/predict", files=files, data={"top_k": "2"}).json()
     for result, row in zip(answer["results"], expected):
@@ -190,7 +215,7 @@ def test_the_run_can_be_named_without_editing_files(monkeypatch, outputs, capsys
             monkeypatch.setenv("CATS_MODEL_SERVE_RUN", bad)
             with pytest.raises(SystemExit) as exit_info:
                 load_serve_app()
-            assert exit_info.value.code == 1
+            assert exit_info.value.code == 2
             assert capsys.readouterr().err.strip() == (
                 f"error: serve run {bad!r} is not 'latest' or a run name (letters, digits, '.', '_', '-')"
             )

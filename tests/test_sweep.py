@@ -62,7 +62,7 @@ def test_a_typo_in_any_job_stops_the_sweep_before_any_job_starts(tmp_path, monke
          *FAST, "optimizer._target_=torch.optim.AdamW,nonexistent", f"hydra.sweep.dir={tmp_path / 'sweep'}"],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
-    assert result.returncode == 1
+    assert result.returncode == 2
     # Reported as Hydra reports a launcher's error: the message, no traceback.
     assert "unknown optimizer 'nonexistent': optimizer._target_ must name" in result.stderr
     assert "Traceback" not in result.stderr

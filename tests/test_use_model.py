@@ -102,7 +102,7 @@ def test_predict_a_folder_and_refuse_a_bad_checkpoint(trained, tmp_path):
     assert [r["path"].rsplit("/", 1)[1] for r in json.loads(result.stdout)] == ["0.png", "1.png", "2.png"]
     missing = run("cats_model.predict", str(tmp_path / "none.ckpt"), str(tmp_path))
     assert (
-        missing.returncode == 1
+        missing.returncode == 2
         and missing.stderr.strip() == f"error: no checkpoint at {tmp_path / 'none.ckpt'}"
     )
 
@@ -127,7 +127,7 @@ def test_a_crafted_or_foreign_file_as_checkpoint_runs_nothing_and_is_one_line(tm
     Image.new("RGB", (64, 64), (200, 120, 40)).save(photo)
     for checkpoint in (crafted, photo):  # a photo given where the checkpoint goes, as users do
         result = run("cats_model.predict", str(checkpoint), str(photo))
-        assert result.returncode == 1 and result.stderr.count("\n") == 1, result.stderr
+        assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
         assert result.stderr.startswith(
             f"error: {checkpoint} is not a usable tiny-cats-model checkpoint (not a"
         )
@@ -179,7 +179,7 @@ def test_export_allows_float_rounding_in_proportion_to_the_logits_and_refuses_mo
     )
     refused = tmp_path / "refused.onnx"
     result = run("cats_model.export", str(confident), "--out", str(refused))
-    assert result.returncode == 1 and result.stderr.startswith(
+    assert result.returncode == 2 and result.stderr.startswith(
         "error: ONNX parity check failed: logits differ"
     )
     assert not refused.exists() and not refused.with_suffix(".json").exists()
@@ -196,7 +196,7 @@ def test_export_refuses_corrupt_checkpoints_and_writes_nothing(trained, tmp_path
     for checkpoint in (truncated, foreign, tmp_path / "missing.ckpt"):
         out = tmp_path / "out" / "model.onnx"
         result = run("cats_model.export", str(checkpoint), "--out", str(out))
-        assert result.returncode == 1 and result.stderr.strip().startswith("error: "), result.stderr[-1000:]
+        assert result.returncode == 2 and result.stderr.strip().startswith("error: "), result.stderr[-1000:]
         assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
@@ -318,7 +318,7 @@ def test_int8_that_fails_the_guard_is_refused_and_nothing_written(trained, tmp_p
         "--calibration",
         str(black),
     )
-    assert result.returncode == 1
+    assert result.returncode == 2
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith("error: int8 model refused, nothing written: top-1 agreement with fp32 0.")
     assert "(--min-agreement 0.98)" in line and "on 48 images of the validation split of" in line
@@ -339,7 +339,7 @@ def test_int8_that_answers_cat_or_not_differently_is_refused(trained, tmp_path, 
     monkeypatch.setattr(OnnxModel, "answers", int8_flips_cat_or_not)
     out = tmp_path / "cats.onnx"
     result = run("cats_model.export", metrics["best_model_path"], "--out", str(out), "--int8")
-    assert result.returncode == 1
+    assert result.returncode == 2
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith("error: int8 model refused, nothing written: top-1 agreement with fp32 ")
     breeds, cat = re.search(
@@ -369,10 +369,10 @@ def test_export_refuses_what_it_cannot_write_or_calibrate_in_one_line(trained, t
     ]
     for args, expected in cases:
         result = run("cats_model.export", metrics["best_model_path"], "--out", *map(str, args))
-        assert result.returncode == 1 and expected in result.stderr, (args, result.stderr[-1000:])
+        assert result.returncode == 2 and expected in result.stderr, (args, result.stderr[-1000:])
         assert len(result.stderr.strip().splitlines()) == 1
     lone_result = run("cats_model.export", str(lone), "--out", str(tmp_path / "x.onnx"), "--int8")
-    assert lone_result.returncode == 1 and "give --calibration DIR and --eval DIR" in lone_result.stderr
+    assert lone_result.returncode == 2 and "give --calibration DIR and --eval DIR" in lone_result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "elsewhere",
         "empty",
@@ -421,7 +421,7 @@ def test_wrong_predict_arguments_are_one_line_each(trained):
         (["--device", "cuda:7"], "error: --device cuda:7: no such CUDA GPU is visible here; use cpu or auto"),
     ):
         result = run("cats_model.predict", checkpoint, "photo.jpg", *args)
-        assert (result.returncode, result.stdout, result.stderr.strip()) == (1, "", expected)
+        assert (result.returncode, result.stdout, result.stderr.strip()) == (2, "", expected)
 
 
 def crafted(checkpoint, tmp_path, **hyper_parameters):
@@ -446,7 +446,7 @@ def test_crafted_hyper_parameters_are_refused_and_names_escaped(trained, tmp_pat
         ({"std": [0.0, 0.2, 0.2]}, "holds std=[0.0, 0.2, 0.2]"),
     ):
         result = run("cats_model.predict", crafted(metrics["best_model_path"], tmp_path, **values), photo)
-        assert result.returncode == 1 and result.stdout == "", result.stderr
+        assert result.returncode == 2 and result.stdout == "", result.stderr
         (line,) = result.stderr.strip().splitlines()
         assert expected in line and "not a model this project wrote" in line
 

@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("overrides", nargs="*", help=f"training overrides (default: {' '.join(DEFAULT)})")
     parser.add_argument("--json", type=Path, default=Path("bench-cat-head.json"))
     args = parser.parse_args(argv)
-    with exit_on_user_error(exit_code=1), tempfile.TemporaryDirectory() as work:
+    with exit_on_user_error(), tempfile.TemporaryDirectory() as work:
         results = bench_cat_head(args.overrides or DEFAULT, Path(work))
     args.json.write_text(json.dumps(results, indent=2) + "\n")
     print(format_results(results))

@@ -18,7 +18,7 @@ from cats_model.bench.table import markdown_table
 from cats_model.data.datamodule import CatBreedsDataModule
 from cats_model.data.synthetic import SyntheticSpec, ensure_synthetic
 from cats_model.paths import configured_path
-from cats_model.system import available_cpus, default_num_workers
+from cats_model.system import available_cpus, default_device, default_num_workers
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None, accelerator_section: bool | None = None)
     if argv and argv[0] in SECTIONS:
         return importlib.import_module(SECTIONS[argv[0]]).main(argv[1:])
     args = parse_args(argv)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = default_device()
     spec = SyntheticSpec(
         trainval_per_class=args.images_per_class, test_per_class=4, dog_breeds=0, min_size=300, max_size=500
     )

@@ -203,7 +203,7 @@ def main(argv: list[str] | None = None) -> dict:
     previous = torch.get_num_threads()
     torch.set_num_threads(args.threads)  # onnxruntime's sessions get the same number
     try:
-        with exit_on_user_error(exit_code=1), tempfile.TemporaryDirectory() as work:
+        with exit_on_user_error(), tempfile.TemporaryDirectory() as work:
             results = bench_inference(
                 args.checkpoint, Path(work), Int8Options(args.calibration, args.eval), args.threads,
                 args.batch_size, args.rounds, args.latency_runs,

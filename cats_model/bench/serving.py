@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> dict:
     )
     parser.add_argument("--json", type=Path, default=Path("bench-serve.json"))
     args = parser.parse_args(argv)
-    with exit_on_user_error(exit_code=1):
+    with exit_on_user_error():
         photos = image_files([args.images or default_photos()])[:64]
         if not photos:
             raise UserError(f"no photos in {args.images}")

@@ -73,11 +73,11 @@ def main(argv: list[str] | None = None) -> None:
         return
     # Read from this machine through Modal's Volume API: no app, no container, no image build.
     if args.command == "fetch":
-        with exit_on_user_error(exit_code=1), outputs.opened() as volume:
+        with exit_on_user_error(), outputs.opened() as volume:
             fetch(args.run, volume, args.into)
         return
     without = f"for a sweep run here, give its folder or its name ({args.sweep} is neither here)"
-    with exit_on_user_error(exit_code=1), outputs.opened(without) as volume:
+    with exit_on_user_error(), outputs.opened(without) as volume:
         summary(args.sweep, volume)
 
 

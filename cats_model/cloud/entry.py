@@ -15,7 +15,7 @@ def run_single(args, calls) -> dict:
     call, followed through the calls that continue it past its timeout."""
     overrides, run_name = split_run_name(args)
     settings = load_settings()
-    with exit_on_user_error(exit_code=1):
+    with exit_on_user_error():
         check_not_fixed(overrides)
         cfg = compose_train_config(overrides)
         check_values(cfg)

@@ -21,7 +21,7 @@ from cats_model.data.splits import Sample, Splits, stratified_split
 from cats_model.data.synthetic import SyntheticSpec, ensure_synthetic
 from cats_model.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from cats_model.errors import UserError
-from cats_model.system import default_num_workers
+from cats_model.system import default_device, default_num_workers, uses_cuda
 
 log = logging.getLogger(__name__)
 PIPELINES = ("cached", "jpeg")
@@ -137,14 +137,14 @@ class ImageDataModule(L.LightningDataModule):
             drop_last=train and len(samples) > self.batch_size,  # a last batch of 1 breaks BatchNorm
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
-            pin_memory=torch.cuda.is_available(),
+            pin_memory=uses_cuda(),
         )
 
     def _device(self) -> torch.device:
         """Where the batches go: the Trainer's device, or without a Trainer the GPU when there is one."""
         if self.trainer is not None:
             return self.trainer.strategy.root_device
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return default_device()
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         images, labels = batch

@@ -69,7 +69,7 @@ def options_from(args: argparse.Namespace) -> ServeOptions:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    with exit_on_user_error(exit_code=1):
+    with exit_on_user_error():
         options = options_from(args)
         app = create_app(load_model(args.model, args.device, args.threads or model_threads()), options)
         listening = listening_socket(args.host, args.port)  # a port in use: one line, before "serving ... at"

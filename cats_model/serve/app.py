@@ -1,11 +1,12 @@
 """The web app over one model: a page, `POST /predict`, `GET /model`, `GET /health`; requests batched."""
 
 import asyncio
+import difflib
 import io
 import json
 import time
 from contextlib import asynccontextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 import torch
@@ -20,7 +21,10 @@ from cats_model.cat_or_not import verdict
 from cats_model.data.images import pixels_to_decode
 from cats_model.errors import UserError
 from cats_model.inference import (
+    TOP_K,
+    TOP_K_ALLOWED,
     Model,
+    check_top_k,
     decode_side,
     describe,
     image_error,
@@ -48,14 +52,24 @@ class ServeOptions:
     max_files: int = 16  # per request
     max_megabytes: float = 20.0  # per request, read or not
     max_megapixels: float = 100.0  # per request, decoded (any one image under Pillow's limit of 89 passes)
-    top_k: int = 3  # when a request does not say
+    top_k: int = TOP_K  # when a request does not say
     idle_timeout_s: float = 30.0  # a request whose head or body stops arriving for longer is dropped
 
-    def __post_init__(self):
-        for name, allowed in OPTION_RANGES.items():
-            value = getattr(self, name)
-            if value not in allowed:  # NaN and infinity too: a NaN wait would hang every batch
-                raise UserError(f"--{name.replace('_', '-')} must be {allowed}, got {value!r}")
+    def __post_init__(self):  # named as `python -m cats_model.serve` spells them
+        check_options(asdict(self), lambda name: f"--{name.replace('_', '-')}")
+
+    @classmethod
+    def from_settings(cls, values: dict, where: str) -> "ServeOptions":
+        """The options a settings file gives (modal.yml's `serve.options`), the rest at their defaults; an unknown
+        key or a value out of range is one line naming it as `where.key`."""
+        known = [field.name for field in fields(cls)]
+        for key in values:
+            if key not in known:
+                close = difflib.get_close_matches(str(key), known, n=1)
+                hint = f" (did you mean {where}.{close[0]}?)" if close else ""
+                raise UserError(f"{where}.{key} is not a serving option{hint}: one of {', '.join(known)}")
+        check_options(values, lambda name: f"{where}.{name}")
+        return cls(**values)
 
 
 OPTION_RANGES = {
@@ -64,9 +78,19 @@ OPTION_RANGES = {
     "max_files": Range(1, 1000, integer=True),
     "max_megabytes": Range(0, 1024, open_low=True),
     "max_megapixels": Range(0, 1000, open_low=True),
-    "top_k": Range(1, 1000, integer=True),
+    "top_k": TOP_K_ALLOWED,
     "idle_timeout_s": Range(0, 3600, open_low=True),
 }
+
+
+def check_options(values: dict, spelled) -> None:
+    """Each option given in its range, or a UserError naming it as `spelled(name)` says. NaN and infinity are
+    out of every range: a NaN wait would hang every batch."""
+    for name, allowed in OPTION_RANGES.items():
+        if name in values and values[name] not in allowed:
+            raise UserError(f"{spelled(name)} must be {allowed}, got {values[name]!r}")
+
+
 # Images decoded at once, across requests: decoding takes up to a few bytes per pixel (0.5 GiB for 89 Mpx).
 DECODERS = 2
 
@@ -210,9 +234,6 @@ def requested_top_k(value, default: int) -> int:
     if value is None or value == "":
         return default
     try:
-        k = int(value)
-    except (TypeError, ValueError):
-        k = 0
-    if k < 1:
-        raise HTTPException(422, f"top_k must be a whole number of 1 or more, got {str(value)[:20]!r}")
-    return k
+        return check_top_k(value, "top_k")
+    except UserError as err:
+        raise HTTPException(422, str(err)) from None

@@ -15,9 +15,10 @@ class Batcher:
     being decoded) are still on their way, it waits for them, at most `max_wait_ms`; with none on the way it
     starts at once, so a lone request never waits. While a batch runs the next one fills, so under load
     batches grow by themselves. `run_batch` runs on one thread of its own: the event loop keeps answering.
+    Both sizes come from ServeOptions, where their defaults are.
     """
 
-    def __init__(self, run_batch: Callable[[list], list], max_batch_size: int = 32, max_wait_ms: float = 2.0):
+    def __init__(self, run_batch: Callable[[list], list], max_batch_size: int, max_wait_ms: float):
         if max_batch_size < 1 or not 0 <= max_wait_ms < math.inf:  # a NaN wait would never end
             raise ValueError("max_batch_size must be 1 or more and max_wait_ms 0 or more")
         self.run_batch, self.max_batch_size, self.max_wait = run_batch, max_batch_size, max_wait_ms / 1000

@@ -52,7 +52,7 @@ def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: in
     sweep_dir.mkdir(parents=True, exist_ok=True)
     # The sweep's own errors end on one line (Hydra would add its traceback hint); one that stops the sweep
     # before any job ran also leaves no folder.
-    with exit_on_user_error(exit_code=1), removed_if_nothing_ran(sweep_dir):
+    with exit_on_user_error(), removed_if_nothing_ran(sweep_dir):
         return _launch(launcher, job_overrides, initial_job_idx, sweep_dir)
 
 

@@ -9,7 +9,8 @@ BACKENDS = ("modal", "local")
 
 
 class ModalLauncher(Launcher):
-    def __init__(self, backend: str = "modal", max_parallel: int = 8, detach: bool = False) -> None:
+    # Hydra passes every setting from the config: their defaults are in config.py's ModalLauncherConf alone.
+    def __init__(self, *, backend: str, max_parallel: int, detach: bool) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"hydra.launcher.backend={backend} is not one of {', '.join(BACKENDS)}")
         if max_parallel < 1:
