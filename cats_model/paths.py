@@ -15,6 +15,7 @@ CONFIG_DIR = PROJECT_ROOT / "configs"
 def configured_path(name: str) -> Path:
     """`paths.<name>` of configs/paths/default.yaml as a run resolves it (CATS_MODEL_DATA_DIR included), for
     the commands that run without a composed config: the download, the benchmark."""
+    register_config_helpers()  # again: a caller (a test's Hydra reset) may have cleared OmegaConf's resolvers
     config = OmegaConf.create({"paths": OmegaConf.load(CONFIG_DIR / "paths" / "default.yaml")})
     return Path(config.paths[name])
 

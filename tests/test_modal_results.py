@@ -111,7 +111,7 @@ def test_fetch_and_summary_read_the_volume_from_this_machine_with_no_container(m
     assert lines[2].split()[:3] == ["1", "lr=9", "failed"] and "job 1 failed: bad lr" in lines
     missing = client_process(modal_client, "-m", "cats_model.cloud", "fetch", "grid-1")
     assert (missing.returncode, missing.stderr) == (
-        1,
+        2,
         "error: run grid-1 has no metrics.json on the outputs volume (unknown, running or failed)\n",
     )
     # Read through the Volume API: no app was started, no container ran, no image was built.
@@ -124,7 +124,7 @@ def test_fetch_and_summary_read_the_volume_from_this_machine_with_no_container(m
 def test_summary_before_any_run_is_one_line(modal_client):
     fresh = client_process(modal_client, "-m", "cats_model.cloud", "summary", "grid")
     assert (fresh.returncode, fresh.stderr) == (
-        1, "error: the outputs volume cats-model-outputs does not exist yet: no run has been started on Modal\n"
+        2, "error: the outputs volume cats-model-outputs does not exist yet: no run has been started on Modal\n"
     )  # fmt: skip
 
 
