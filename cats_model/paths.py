@@ -1,11 +1,10 @@
 """Where the project lives, and the OmegaConf resolvers its configs use."""
 
-import sys
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from cats_model.errors import USER_ERROR_EXIT
+from cats_model.errors import fail
 from cats_model.run_layout import RUN_NAME, RUN_NAME_RULE, fresh_run_name
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -25,12 +24,7 @@ def run_folder(run_name) -> str:
     one name, checked before Hydra creates the folder, never a path out of it (`../../elsewhere/x`)."""
     if not RUN_NAME.fullmatch(str(run_name)):
         # Hydra resolves this as it creates the run folder, where an exception would print a traceback.
-        print(
-            f"error: run_name={str(run_name)[:100]!r} must be one folder name: {RUN_NAME_RULE}",
-            file=sys.stderr,
-            flush=True,
-        )
-        raise SystemExit(USER_ERROR_EXIT)
+        fail(f"run_name={str(run_name)[:100]!r} must be one folder name: {RUN_NAME_RULE}")
     return str(run_name)
 
 

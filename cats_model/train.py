@@ -3,7 +3,6 @@
 import contextlib
 import json
 import logging
-import sys
 import time
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from cats_model.atomic import atomic_write_text
 from cats_model.callbacks import AtomicCheckpointIO, TrainSpeed, checkpoint_epoch
 from cats_model.console import print_config_tree
-from cats_model.errors import SIGTERM_EXIT, UserError, exit_on_user_error
+from cats_model.errors import SIGTERM_EXIT, UserError, crash_reported, exit_on_user_error, fail
 from cats_model.instantiators import instantiate_callbacks, instantiate_loggers
 from cats_model.noise import resuming_quietly, silence_library_noise
 from cats_model.override_typos import closest_key_named
@@ -194,13 +193,11 @@ def stopped_by_sigterm():
     try:
         yield
     except SIGTERMException:
-        print(
-            f"error: training stopped by SIGTERM before it finished (no {METRICS_FILE}): run the same command again "
+        fail(
+            f"training stopped by SIGTERM before it finished (no {METRICS_FILE}): run the same command again "
             "to continue from its last checkpoint",
-            file=sys.stderr,
-            flush=True,
+            SIGTERM_EXIT,
         )
-        sys.exit(SIGTERM_EXIT)
 
 
 # An absolute config path: the same configs whether run as `python -m cats_model.train` or called from
@@ -215,6 +212,7 @@ def main(cfg: DictConfig) -> float | None:
             metrics = train(cfg)
     else:
         with (
+            crash_reported(),  # for the Modal train function, which runs single runs only
             stopped_by_sigterm(),
             exit_on_user_error(),
             removed_if_failed_empty(hydra_cfg.runtime.output_dir, f"{hydra_cfg.job.name}.log"),

@@ -13,18 +13,18 @@ SIGNALS = {
 }
 
 
-def how_it_ended(returncode: int, stderr_line: str, log_file: Path) -> str:
-    """`returncode` as Popen gives it (minus a signal's number when one ended the process); `stderr_line`: the
-    last line it wrote to stderr (an exception's, when one ended it); `log_file`: its train.log, where a killed
-    process wrote last (its progress lines go there and to stdout, never to stderr)."""
+def how_it_ended(returncode: int, error_line: str, log_file: Path) -> str:
+    """`returncode` as Popen gives it (minus a signal's number when one ended the process); `error_line`: the
+    line the process reported it ended with (its exception's, when one ended it; cats_model.errors.OUTCOME_ENV);
+    `log_file`: its train.log, where a killed process wrote last."""
     if returncode >= 0:
-        return f"exit code {returncode}; its last line: {stderr_line or '(none)'}"
+        return f"exit code {returncode}; its last line: {error_line or '(none)'}"
     try:
         name = signal.Signals(-returncode)
     except ValueError:
         name = None
     what = SIGNALS.get(name, f"ended by signal {name.name if name else -returncode}")
-    return f"{what}; its last line: {last_line(log_file) or stderr_line or '(none)'}"
+    return f"{what}; its last line: {last_line(log_file) or error_line or '(none)'}"
 
 
 def last_line(path: Path, tail_bytes: int = 65536) -> str:

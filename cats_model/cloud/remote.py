@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -23,7 +24,7 @@ from cats_model.cloud.ending import how_it_ended
 from cats_model.cloud.overrides import check_not_fixed, key, single_run
 from cats_model.cloud.settings import Call, load_settings
 from cats_model.config import compose_train_config
-from cats_model.errors import CONTINUE_EXIT, SIGTERM_EXIT, USER_ERROR_EXIT, UserError
+from cats_model.errors import CONTINUE_EXIT, OUTCOME_ENV, SIGTERM_EXIT, USER_ERROR_EXIT, UserError
 from cats_model.run_layout import (
     CHECKPOINT_DIR,
     LAST_CHECKPOINT,
@@ -38,7 +39,6 @@ from cats_model.run_layout import (
 
 DATA_ENV, OUTPUT_ENV = "CATS_MODEL_DATA_DIR", "CATS_MODEL_OUTPUT_DIR"
 OXFORD_DATAMODULES = ("CatBreedsDataModule", "CatVsOtherDataModule")
-HYDRA_HINT = "Set the environment variable HYDRA_FULL_ERROR=1"
 # A training process stopped by SIGTERM (a preemption, or the container being stopped): killed by it, or exiting
 # with the code its handler gives.
 SIGTERM_EXITS = (-signal.SIGTERM, SIGTERM_EXIT)
@@ -143,7 +143,7 @@ def train(
     )  # a second submission of this run finds this call and follows it
     with CheckpointCommitter(directory / CHECKPOINT_DIR, commit, commit_interval):
         oom_kills = _oom_kills()
-        returncode, cause = _run_streaming(command, env)
+        returncode, cause = _run_training(command, env)
         seconds = time.time() - started
         status, result = _outcome(returncode, cause, directory, call, seconds, _oom_kills() > oom_kills)
         result = {"run_name": run_name, "run_dir": str(directory), **result}
@@ -290,16 +290,14 @@ def tensorboard(reload: Callable[[], None] | None):
     return reloading
 
 
-def _run_streaming(command: list[str], env: dict) -> tuple[int, str]:
-    """Run `command`, passing its output through as it comes; return its exit code and why it failed: the last
-    stderr line that is not Hydra's hint (the user error's line, or the exception's)."""
-    cause = ""
-    with subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True, bufsize=1) as process:
-        for line in process.stderr:
-            sys.stderr.write(line)
-            if line.strip() and not line.startswith(HYDRA_HINT):
-                cause = line.strip().removeprefix("error: ")
-    return process.returncode, cause
+def _run_training(command: list[str], env: dict) -> tuple[int, str]:
+    """Run the training process, its output going where this one's goes; return its exit code and the line that
+    says why it failed, from the outcome it reports (a user error's line, or a crash's exception), else ''."""
+    with tempfile.TemporaryDirectory() as scratch:
+        outcome = Path(scratch) / "outcome.json"
+        returncode = subprocess.call(command, env={**env, OUTCOME_ENV: str(outcome)})
+        reported = json.loads(outcome.read_text()) if outcome.is_file() else {}
+    return returncode, reported.get("error", "")
 
 
 class CheckpointCommitter:
