@@ -3,10 +3,12 @@
 import csv
 import json
 import os
+import shutil
 import subprocess
 
 import pytest
 import torch
+from conftest import QUICK_START
 from helpers import FAST, run_cli
 
 from cats_model.checkpoint import load_classifier
@@ -61,17 +63,10 @@ def summary_in(stdout: str) -> list[str]:
 
 
 @pytest.mark.slow
-def test_cli_learns_synthetic_data_then_resumes_with_more_epochs(tmp_path):
-    run_dir = tmp_path / "run"
+def test_cli_learns_synthetic_data_then_resumes_with_more_epochs(quick_start, tmp_path):
     # The README's quick start, run from elsewhere than the checkout: paths must not depend on the cwd.
-    command = [
-        "trainer.accelerator=cpu",
-        "data=synthetic",
-        "model=mobilenet_v3_small",
-        "model.pretrained=false",
-    ]
-    first = run_cli(*command, f"hydra.run.dir={run_dir}", cwd=tmp_path)
-    assert first.returncode == 0, first.stderr[-3000:]
+    folder, first = quick_start
+    run_dir = folder / "run"
     assert_no_library_noise(first)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["test/acc"] >= 0.90, metrics
@@ -91,14 +86,16 @@ def test_cli_learns_synthetic_data_then_resumes_with_more_epochs(tmp_path):
     assert block == summary_in((run_dir / "train.log").read_text())
     assert block[0] == "run folder: run"  # under the working directory: shown from there
     assert f"test acc {metrics['test/acc']:.4f}" in block[1]
-    assert block[3] == f"best checkpoint: {os.path.relpath(metrics['best_model_path'], tmp_path)}"
+    assert block[3] == f"best checkpoint: {os.path.relpath(metrics['best_model_path'], folder)}"
     assert (
         block[-1]
         .strip()
-        .startswith(f"python -m cats_model.train {' '.join(command)} hydra.run.dir=run trainer.max_epochs=20")
+        .startswith(f"python -m cats_model.train {' '.join(QUICK_START)} hydra.run.dir=run trainer.max_epochs=20")
     )
 
-    second = run_cli(*command, f"hydra.run.dir={run_dir}", "trainer.max_epochs=12", cwd=tmp_path)
+    run_dir = tmp_path / "run"  # the shared run stays as it is: this one resumes a copy
+    shutil.copytree(folder / "run", run_dir)
+    second = run_cli(*QUICK_START, f"hydra.run.dir={run_dir}", "trainer.max_epochs=12", cwd=tmp_path)
     assert second.returncode == 0, second.stderr[-3000:]
     assert_no_library_noise(second)
     resumed = json.loads((run_dir / "metrics.json").read_text())
