@@ -16,8 +16,9 @@ from hydra.errors import CompactHydraException
 SIGTERM_EXIT = 128 + signal.SIGTERM  # 143
 # A training stopped at its Modal call's deadline (cloud/deadline.py): a new call continues the run (EX_TEMPFAIL).
 CONTINUE_EXIT = 75
-# Every entry point's exit on a UserError: 2, the usage-error code of argparse and click, and
-# what a Modal container reads as "do not retry" (cloud/remote.py). 1 stays for work that failed.
+# Every entry point's exit when it ends in one line (a UserError, also a Modal run that failed on every attempt):
+# 2, the usage-error code of argparse and click, and what a Modal container reads as "do not retry"
+# (cloud/remote.py). 1 stays for a crash with its traceback.
 USER_ERROR_EXIT = 2
 # Where a parent process (the Modal train function) asks a training process to say how it ended, as JSON
 # {"exit": code, "error": one line}: read instead of the process's stderr.
