@@ -35,7 +35,7 @@ from cats_model.run_folder import (
 from cats_model.run_layout import LAST_CHECKPOINT, METRICS_FILE
 from cats_model.run_summary import summary_block
 from cats_model.system import auto_precision, in_container, uses_cuda
-from cats_model.validation import check_all_set, check_arguments, check_values
+from cats_model.validation import check_values
 
 log = logging.getLogger(__name__)
 
@@ -60,12 +60,11 @@ def allow_tf32(trainer_args: dict) -> None:
         torch.set_float32_matmul_precision("high")
 
 
-def check_config(cfg: DictConfig) -> None:
+def check_config(cfg: DictConfig) -> dict:
     """Check every value against what it configures (data, model, optimizer, scheduler, Trainer) and against its
-    allowed range: a typo or an impossible value fails here in one line, before data, model or GPU are touched."""
-    check_all_set(cfg)
-    check_arguments(L.Trainer, trainer_arguments(cfg.trainer), "trainer")
-    check_values(cfg)  # after the types, which say more of a value like 'abc' than its range would
+    allowed range: a typo or an impossible value fails here in one line, before data, model or GPU are touched.
+    Returns the Trainer's arguments."""
+    return check_values(cfg, trainer_arguments)
 
 
 def csv_log(trainer: L.Trainer) -> Path | None:
@@ -88,8 +87,7 @@ def train(cfg: DictConfig) -> dict:
     silence_library_noise()
     if cfg.get("print_config"):
         print_config_tree(cfg)
-    check_config(cfg)
-    trainer_args = trainer_arguments(cfg.trainer)
+    trainer_args = check_config(cfg)
     allow_tf32(trainer_args)
     L.seed_everything(cfg.seed, workers=True, verbose=False)  # the seed is in the printed config and its file
     with hold(Path(cfg.paths.output_dir)):

@@ -6,6 +6,7 @@ import inspect
 import math
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, Union, get_args, get_origin
 
@@ -18,17 +19,23 @@ from cats_model.paths import CONFIG_DIR
 from cats_model.system import available_cpus
 
 
-def check_values(cfg: DictConfig) -> None:
-    """Every check that needs no hardware: data and model settings against their classes, optimizer and scheduler
-    against their targets, the Trainer's keys, numbers against their ranges. Where a Modal run or sweep is composed
-    (before any container starts) and in the training process (`train.check_config`, which adds the types of the
-    Trainer's values, decided by its hardware)."""
+def check_values(
+    cfg: DictConfig, trainer_arguments: Callable[[DictConfig], dict] | None = None
+) -> dict | None:
+    """Every check of the values: data and model settings against their classes, optimizer and scheduler against
+    their targets, the Trainer's settings, numbers against their ranges. `trainer_arguments`: how the training
+    process builds the Trainer's arguments from `cfg.trainer` (its hardware decides some); given, their types are
+    checked too and the arguments returned. Without it (where a Modal run or sweep is composed, before any
+    container starts), the Trainer's keys only: some of its values interpolate Hydra's run folder, unset there."""
     import lightning as L
     import torch
 
     check_all_set(cfg)
-    # Its keys only: some values interpolate Hydra's run folder, unset where a sweep is composed.
     check_known(dict.fromkeys(cfg.trainer), L.Trainer, "trainer", "Lightning's Trainer")
+    trainer_args = None
+    if trainer_arguments is not None:  # the types before the ranges, which say less of a value like 'abc'
+        trainer_args = trainer_arguments(cfg.trainer)
+        check_arguments(L.Trainer, trainer_args, "trainer")
     for group in ("data", "model"):
         target = importable(str(cfg[group]._target_))
         if not isinstance(target, type):
@@ -40,6 +47,7 @@ def check_values(cfg: DictConfig) -> None:
     if cfg.scheduler is not None:
         check_target(cfg.scheduler, "scheduler", given=("optimizer", "total_steps", "epochs"))
     check_ranges(cfg)
+    return trainer_args
 
 
 def check_all_set(cfg: DictConfig) -> None:
