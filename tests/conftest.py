@@ -1,8 +1,9 @@
+import fcntl
 import json
 import os
+import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -96,7 +97,29 @@ def isolated_hydra(hydra_restore_singletons):
 
 
 # The README's quick start, word for word.
-QUICK_START = ["trainer.accelerator=cpu", "data=synthetic", "model=mobilenet_v3_small", "model.pretrained=false"]
+QUICK_START = [
+    "trainer.accelerator=cpu",
+    "data=synthetic",
+    "model=mobilenet_v3_small",
+    "model.pretrained=false",
+]
+
+
+def made_once(tmp_path_factory, name: str, make) -> Path:
+    """`<session folder>/<name>`, made by `make(folder)` once for the whole session: the first pytest-xdist worker
+    that asks makes it while the others wait on its lock, then all read it."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the session's folder, above each worker's own
+    folder = root / name
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (folder / ".made").is_file():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            make(folder)
+            (folder / ".made").touch()
+    return folder
 
 
 @pytest.fixture(scope="session")
@@ -107,10 +130,14 @@ def quick_start(tmp_path_factory, data_dir) -> tuple[Path, subprocess.CompletedP
     names its dataset). Shared: read it, never change it (copy the run folder first)."""
     from helpers import run_cli
 
-    folder = tmp_path_factory.mktemp("quick-start")
-    result = run_cli(*QUICK_START, f"hydra.run.dir={folder / 'run'}", cwd=folder)
-    assert result.returncode == 0, result.stderr[-2000:]
-    return folder, result
+    def train(folder: Path) -> None:
+        result = run_cli(*QUICK_START, f"hydra.run.dir={folder / 'run'}", cwd=folder)
+        assert result.returncode == 0, result.stderr[-2000:]
+        (folder / "command.json").write_text(json.dumps([result.args, result.stdout, result.stderr]))
+
+    folder = made_once(tmp_path_factory, "quick-start", train)
+    args, stdout, stderr = json.loads((folder / "command.json").read_text())
+    return folder, subprocess.CompletedProcess(args, 0, stdout, stderr)
 
 
 @pytest.fixture(scope="session")
