@@ -67,10 +67,19 @@ def stops_its_children():
         os.kill(pid, signal.SIGTERM)
 
 
+def session_folder(tmp_path_factory) -> Path:
+    """The temporary folder of the whole session: above each pytest-xdist worker's own, where they share."""
+    root = tmp_path_factory.getbasetemp()
+    return root.parent if os.environ.get("PYTEST_XDIST_WORKER") else root
+
+
 @pytest.fixture(scope="session", autouse=True)
 def data_dir(tmp_path_factory) -> Path:
-    """Every test reads and writes data under one temporary directory, never the checkout's data/."""
-    path = tmp_path_factory.mktemp("data")
+    """Every test reads and writes data under one temporary directory, never the checkout's data/. The workers
+    share it as the jobs of a sweep share the data volume: generated data and caches are written whole, atomically,
+    one folder per synthetic spec (tests/test_shared_data.py)."""
+    path = session_folder(tmp_path_factory) / "data"
+    path.mkdir(exist_ok=True)
     previous = os.environ.get("CATS_MODEL_DATA_DIR")
     os.environ["CATS_MODEL_DATA_DIR"] = str(path)
     yield path
@@ -108,9 +117,7 @@ QUICK_START = [
 def made_once(tmp_path_factory, name: str, make) -> Path:
     """`<session folder>/<name>`, made by `make(folder)` once for the whole session: the first pytest-xdist worker
     that asks makes it while the others wait on its lock, then all read it."""
-    root = tmp_path_factory.getbasetemp()
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        root = root.parent  # the session's folder, above each worker's own
+    root = session_folder(tmp_path_factory)
     folder = root / name
     with open(root / f"{name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
