@@ -90,7 +90,9 @@ def test_cli_learns_synthetic_data_then_resumes_with_more_epochs(quick_start, tm
     assert (
         block[-1]
         .strip()
-        .startswith(f"python -m cats_model.train {' '.join(QUICK_START)} hydra.run.dir=run trainer.max_epochs=20")
+        .startswith(
+            f"python -m cats_model.train {' '.join(QUICK_START)} hydra.run.dir=run trainer.max_epochs=20"
+        )
     )
 
     run_dir = tmp_path / "run"  # the shared run stays as it is: this one resumes a copy
