@@ -1,6 +1,7 @@
 """Hostile input to the server: a burst of large images, extreme aspect ratios, oversized and half-sent
 requests, options that are not numbers, a port in use. Each server runs in a process group of its own."""
 
+import contextlib
 import socket
 from concurrent.futures import ThreadPoolExecutor
 
@@ -72,6 +73,19 @@ def test_oversized_and_half_sent_requests_are_cut_off(model):
             while not answer.endswith(b"}"):  # the JSON error ends the answer
                 answer += half_body.recv(4096) or b"}"
         assert answer.startswith(b"HTTP/1.1 408") and b"stopped arriving for 1 s" in answer
+        assert httpx.get(f"{url}/health").status_code == 200
+
+
+def test_an_answer_refusing_a_request_reaches_a_client_that_is_still_sending(model):
+    """The server answers a request too large before reading all of it, and closes: the answer must not be lost
+    to the reset of a socket closed with unread input (the client's system drops what it has not read yet)."""
+    with serving(model, "--max-megabytes", "1") as (url, _):
+        # A head of 1 MiB: the server has read a part of it (over the 16 KiB limit, unfinished) when it answers.
+        huge = httpx.get(f"{url}/health", headers={"x-padding": "a" * 2**20})
+        assert huge.status_code == 431 and "16 KiB" in huge.json()["error"]
+        # A body over the limit is refused on its declared length, before it is read.
+        large = httpx.post(f"{url}/predict", content=b"x" * 8 * 2**20, headers={"content-type": "image/png"})
+        assert large.status_code == 413 and "1 MiB allowed" in large.json()["error"]
         assert httpx.get(f"{url}/health").status_code == 200
 
 

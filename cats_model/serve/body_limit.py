@@ -10,6 +10,10 @@ MAX_HEAD_BYTES = (
 )  # a request's headers: a browser's are a few hundred bytes, a 64 MiB one is an attack
 
 
+def head_too_large(max_head_bytes: int) -> str:
+    return f"the request's headers are larger than the {max_head_bytes // 1024} KiB allowed"
+
+
 class BodyLimit:
     """Headers over `max_head_bytes` are answered 431. A declared Content-Length over `max_bytes` is answered 413 at once, its body unread; a body without one
     (chunked) is counted as it streams in, and reading it fails with 413 once it passes the limit. A body that
@@ -26,8 +30,9 @@ class BodyLimit:
             return await self.app(scope, receive, send)
         head = sum(len(name) + len(value) + 4 for name, value in scope["headers"])  # "name: value\r\n"
         if head > self.max_head_bytes:  # the HTTP server may have taken more in one read of the socket
-            message = f"the request's headers are larger than the {self.max_head_bytes // 1024} KiB allowed"
-            response = JSONResponse({"error": message}, status_code=431, headers={"connection": "close"})
+            response = JSONResponse(
+                {"error": head_too_large(self.max_head_bytes)}, status_code=431, headers={"connection": "close"}
+            )
             return await response(scope, receive, send)
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):

@@ -1,11 +1,12 @@
 """The HTTP server of `python -m cats_model.serve`: uvicorn on a port bound first, with limits on what a client may
 hold: a request head sent within a deadline, buffered up to 16 KiB (uvicorn's default httptools parser has no limit);
-a keep-alive connection closed when idle.
+a keep-alive connection closed when idle; and an answer that refuses a request reaching a client still sending it.
 
 (On Modal, Modal's own proxy speaks HTTP to the world; the app's body limit and body timeout apply there too.)
 """
 
 import errno
+import json
 import socket
 
 import h11
@@ -13,10 +14,11 @@ import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from cats_model.errors import UserError
-from cats_model.serve.body_limit import MAX_HEAD_BYTES
+from cats_model.serve.body_limit import MAX_HEAD_BYTES, head_too_large
 
 KEEP_ALIVE_S = 5  # an idle connection between requests is closed after this
 SHUTDOWN_S = 10  # on SIGTERM, requests under way get this long to finish
+LINGER_S = 2  # after refusing a request it has not read whole, what the client still sends is read and dropped
 
 
 def listening_socket(host: str, port: int) -> socket.socket:
@@ -34,43 +36,91 @@ def listening_socket(host: str, port: int) -> socket.socket:
         ) from None
 
 
-def with_head_deadline(seconds: float) -> type[H11Protocol]:
-    """uvicorn's h11 protocol, closing a connection whose request head has not arrived `seconds` after the
-    connection opened or its previous response ended: a client that sends half a request holds nothing long."""
+class LingeringClose:
+    """The connection's transport, whose close() first lets the answer reach a client that is still sending: a
+    socket closed with unread input sends a reset, and the client's system may drop the answer it has not read
+    yet (a 413 for a body too large, a 431). So the write side is shut (the answer, then FIN), input is read and
+    dropped until the client closes or LINGER_S passes, then the socket closes: what web servers call a
+    lingering close."""
 
-    class HeadDeadline(H11Protocol):
-        _deadline = None
+    def __init__(self, transport, protocol: "GuardedH11"):
+        self._transport, self._protocol, self.lingering = transport, protocol, False
 
-        def connection_made(self, transport):
-            super().connection_made(transport)
-            self._arm()
+    def __getattr__(self, name):
+        return getattr(self._transport, name)
 
-        def on_response_complete(self):
-            super().on_response_complete()
-            self._arm()
+    def close(self) -> None:
+        if self.lingering or self._transport.is_closing():
+            return
+        still_sending = self._protocol.conn.their_state in (h11.SEND_BODY, h11.ERROR)  # answered before all was read
+        if not (still_sending and self._transport.can_write_eof()):
+            return self._transport.close()
+        self.lingering = True
+        self._transport.write_eof()
+        self._transport.resume_reading()  # reading may have been paused by uvicorn's flow control
+        self._protocol.loop.call_later(LINGER_S, self._transport.close)
 
-        def connection_lost(self, exc):
-            if self._deadline is not None:
-                self._deadline.cancel()
-            super().connection_lost(exc)
+    def is_closing(self) -> bool:
+        return self.lingering or self._transport.is_closing()
 
-        def _arm(self):
-            if self._deadline is not None:
-                self._deadline.cancel()
-            self._deadline = self.loop.call_later(seconds, self._late)
 
-        def _late(self):
-            if self.conn.their_state is h11.IDLE and not self.transport.is_closing():  # no whole head yet
-                self.transport.close()
+class GuardedH11(H11Protocol):
+    """uvicorn's h11 protocol, with a deadline for each request head (`head_deadline_s`, set by guarded_h11), a
+    431 for a head over MAX_HEAD_BYTES however it arrives, and a lingering close."""
 
-    return HeadDeadline
+    head_deadline_s: float
+    _deadline = None
+
+    def connection_made(self, transport):
+        super().connection_made(transport)
+        self.transport = LingeringClose(transport, self)
+        self._arm()
+
+    def data_received(self, data: bytes) -> None:
+        if not self.transport.lingering:
+            super().data_received(data)
+
+    def on_response_complete(self):
+        super().on_response_complete()
+        self._arm()
+
+    def connection_lost(self, exc):
+        if self._deadline is not None:
+            self._deadline.cancel()
+        super().connection_lost(exc)
+
+    def send_400_response(self, msg: str) -> None:
+        """h11 stops buffering a head over its limit that arrives in pieces (one that arrives whole reaches the
+        app's BodyLimit): the same 431 as the app's, not uvicorn's 400."""
+        if len(self.conn.trailing_data[0]) <= MAX_HEAD_BYTES:
+            return super().send_400_response(msg)
+        body = json.dumps({"error": head_too_large(MAX_HEAD_BYTES)}).encode()
+        headers = [(b"content-type", b"application/json"), (b"connection", b"close")]
+        for event in (h11.Response(status_code=431, headers=headers), h11.Data(data=body), h11.EndOfMessage()):
+            self.transport.write(self.conn.send(event))
+        self.transport.close()
+
+    def _arm(self):
+        """A client has `head_deadline_s` from the connection's start or its previous response to send a whole
+        request head: one that sends half a request holds nothing long."""
+        if self._deadline is not None:
+            self._deadline.cancel()
+        self._deadline = self.loop.call_later(self.head_deadline_s, self._late)
+
+    def _late(self):
+        if self.conn.their_state is h11.IDLE and not self.transport.is_closing():  # no whole head yet
+            self.transport.close()
+
+
+def guarded_h11(head_deadline_s: float) -> type[H11Protocol]:
+    return type("GuardedH11", (GuardedH11,), {"head_deadline_s": head_deadline_s})
 
 
 def http_server(app, idle_timeout_s: float) -> uvicorn.Server:
     config = uvicorn.Config(
         app,
-        http=with_head_deadline(idle_timeout_s),
-        h11_max_incomplete_event_size=MAX_HEAD_BYTES,  # a head sent in pieces: h11 stops buffering it (400)
+        http=guarded_h11(idle_timeout_s),
+        h11_max_incomplete_event_size=MAX_HEAD_BYTES,  # a head sent in pieces: h11 stops buffering it (431)
         timeout_keep_alive=KEEP_ALIVE_S,
         timeout_graceful_shutdown=SHUTDOWN_S,  # SIGTERM stops the server even while requests are still open
         log_level="warning",
