@@ -34,7 +34,7 @@ from cats_model.run_folder import (
 )
 from cats_model.run_layout import LAST_CHECKPOINT, METRICS_FILE
 from cats_model.run_summary import summary_block
-from cats_model.system import auto_precision, in_container, uses_cuda
+from cats_model.system import auto_precision, in_container, use_available_cpus, uses_cuda
 from cats_model.validation import check_values
 
 log = logging.getLogger(__name__)
@@ -89,6 +89,7 @@ def train(cfg: DictConfig) -> dict:
         print_config_tree(cfg)
     trainer_args = check_config(cfg)
     allow_tf32(trainer_args)
+    use_available_cpus()
     L.seed_everything(cfg.seed, workers=True, verbose=False)  # the seed is in the printed config and its file
     with hold(Path(cfg.paths.output_dir)):
         return fit_and_test(cfg, trainer_args, started)

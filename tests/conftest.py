@@ -12,11 +12,26 @@ import pytest
 
 def pytest_configure(config):
     """The library warnings a run silences (cats_model.noise.WARNINGS), silenced in the tests too: pytest puts its
-    own filters in place around each test, which would show them again."""
+    own filters in place around each test, which would show them again.
+
+    Each pytest-xdist worker gets its share of the cores, as each job of a local sweep does (LocalCalls): its
+    tests and every process they start size their threads and loader workers to it (CATS_MODEL_CPUS), and
+    PyTorch's threads too in a container, whose CPU request would say more (OMP_NUM_THREADS). With PyTorch's
+    default of all cores in every process, two workers' trainings only spin: the suite took 14 min on 2 cores,
+    9.5 min with a share each. (Pinning each worker to its own core was slower, 10.3 min: a test that runs
+    processes side by side, and the last tests of the run, got one core.)"""
     from cats_model.noise import WARNINGS
+    from cats_model.system import CPUS_ENV, available_cpus
 
     for message, category, module in WARNINGS:
         config.addinivalue_line("filterwarnings", f"ignore:{message}:{category.__name__}:{module}")
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        import torch
+
+        share = max(1, available_cpus() // workers)
+        os.environ.update({CPUS_ENV: str(share), "OMP_NUM_THREADS": str(share)})
+        torch.set_num_threads(share)  # in-process tests
 
 
 # Helpers that live as long as the process that started them, by design: multiprocessing's resource tracker,

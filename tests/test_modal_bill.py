@@ -4,13 +4,16 @@ its threads sized to the request, and estimates that count what the limits allow
 import os
 
 import pytest
+import torch
 import yaml
-from helpers import APP_FILE
+from helpers import APP_FILE, FAST
 from modal_service import modal_command
 
 from cats_model.cloud.settings import MODAL_YML, load_settings
+from cats_model.config import compose_train_config
 from cats_model.serve.app import model_threads
-from cats_model.system import CPUS_ENV, available_cpus, default_num_workers
+from cats_model.system import CPUS_ENV, available_cpus, default_num_workers, use_available_cpus
+from cats_model.train import train
 
 SECTIONS = {"train": "train", "bench": "train", "prepare_data": "prepare_data", "tensorboard": "tools"}
 
@@ -41,6 +44,18 @@ def test_threads_and_workers_follow_the_cpu_request_not_the_cores_in_sight(monke
     assert (available_cpus(), model_threads()) == (2, 1)
     monkeypatch.setenv(CPUS_ENV, str(load_settings().train["cpu"][0]))  # 8.0: a training container
     assert (available_cpus(), default_num_workers()) == (8, 7)
+
+
+@pytest.mark.slow
+def test_a_training_sizes_its_threads_to_the_cpu_request_unless_omp_num_threads_is_set(monkeypatch, tmp_path):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setenv(CPUS_ENV, "1")
+    torch.set_num_threads(2)  # PyTorch's own count of the cores in sight (64 on a big host)
+    train(compose_train_config(FAST, tmp_path))
+    assert torch.get_num_threads() == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")  # the user's own setting stands
+    torch.set_num_threads(2)
+    assert use_available_cpus() == 2
 
 
 def test_the_estimate_counts_the_gpu_and_the_cpu_and_memory_limits(declared):
