@@ -31,15 +31,27 @@ def available_cpus() -> int:
     return max(1, count)
 
 
-def use_available_cpus() -> int:
-    """At most as many PyTorch CPU threads as the CPUs this process may use, unless OMP_NUM_THREADS says; returns
-    the count. PyTorch alone takes one per physical core of the machine, however few of them a container's CPU
-    request or a job's share allows: the threads past that only spin (two quick starts at once on 2 cores took
-    94 s each with PyTorch's 2 threads each, 26 s with 1)."""
+def cpu_share_env(parts: int) -> dict[str, str]:
+    """The environment that gives a process, and every process it starts, one of `parts` equal shares of the CPUs
+    this one may use, as a container gets its CPU request: CATS_MODEL_CPUS for loader workers and thread pools,
+    OMP_NUM_THREADS for PyTorch's threads (more threads than cores only spin)."""
+    share = str(max(1, available_cpus() // parts))
+    return {CPUS_ENV: share, "OMP_NUM_THREADS": share}
+
+
+def use_available_cpus(processes: int = 1) -> int:
+    """PyTorch's CPU threads for one of `processes` training processes (DDP ranks): at most its share of the CPUs
+    this process may use, unless OMP_NUM_THREADS says; returns the count. PyTorch alone takes one per physical
+    core of the machine, and Lightning's DDP launcher divides the cores in sight, however few of them a
+    container's CPU request allows: the threads past it only spin (two quick starts at once on 2 cores took 94 s
+    each with PyTorch's 2 threads each, 26 s with 1). Exported as OMP_NUM_THREADS, so that the ranks Lightning
+    starts inherit it and its own rule stands aside."""
     import torch
 
     if "OMP_NUM_THREADS" not in os.environ:
-        torch.set_num_threads(min(torch.get_num_threads(), available_cpus()))
+        threads = max(1, min(torch.get_num_threads(), available_cpus() // processes))
+        torch.set_num_threads(threads)
+        os.environ["OMP_NUM_THREADS"] = str(threads)
     return torch.get_num_threads()
 
 

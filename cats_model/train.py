@@ -89,7 +89,6 @@ def train(cfg: DictConfig) -> dict:
         print_config_tree(cfg)
     trainer_args = check_config(cfg)
     allow_tf32(trainer_args)
-    use_available_cpus()
     L.seed_everything(cfg.seed, workers=True, verbose=False)  # the seed is in the printed config and its file
     with hold(Path(cfg.paths.output_dir)):
         return fit_and_test(cfg, trainer_args, started)
@@ -125,6 +124,7 @@ def fit_and_test(cfg: DictConfig, trainer_args: dict, started: float) -> dict:
         logger=instantiate_loggers(cfg.get("logger")) or False,
         plugins=[AtomicCheckpointIO()],
     )
+    use_available_cpus(trainer.num_devices)  # before fit, where DDP starts its other ranks
 
     if resume_from:
         log.info("resuming from %s", resume_from)

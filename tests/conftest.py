@@ -14,14 +14,14 @@ def pytest_configure(config):
     """The library warnings a run silences (cats_model.noise.WARNINGS), silenced in the tests too: pytest puts its
     own filters in place around each test, which would show them again.
 
-    Each pytest-xdist worker gets its share of the cores, as each job of a local sweep does (LocalCalls): its
-    tests and every process they start size their threads and loader workers to it (CATS_MODEL_CPUS), and
-    PyTorch's threads too in a container, whose CPU request would say more (OMP_NUM_THREADS). With PyTorch's
+    Each pytest-xdist worker gets its share of the cores, as each job of a local sweep does (LocalCalls,
+    cpu_share_env): its tests and every process they start size their threads and loader workers to it, also in
+    the offline Modal service's containers, whose CPU request would say more. With PyTorch's
     default of all cores in every process, two workers' trainings only spin: the suite took 14 min on 2 cores,
     9.5 min with a share each. (Pinning each worker to its own core was slower, 10.3 min: a test that runs
     processes side by side, and the last tests of the run, got one core.)"""
     from cats_model.noise import WARNINGS
-    from cats_model.system import CPUS_ENV, available_cpus
+    from cats_model.system import cpu_share_env
 
     for message, category, module in WARNINGS:
         config.addinivalue_line("filterwarnings", f"ignore:{message}:{category.__name__}:{module}")
@@ -29,9 +29,8 @@ def pytest_configure(config):
     if workers > 1:
         import torch
 
-        share = max(1, available_cpus() // workers)
-        os.environ.update({CPUS_ENV: str(share), "OMP_NUM_THREADS": str(share)})
-        torch.set_num_threads(share)  # in-process tests
+        os.environ.update(cpu_share_env(workers))
+        torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))  # in-process tests
 
 
 # Helpers that live as long as the process that started them, by design: multiprocessing's resource tracker,

@@ -34,10 +34,8 @@ TESTS_DIR = Path(__file__).resolve().parent
 
 def fault_overrides(run_dir: Path, point: str, marker: Path) -> list[str]:
     return [
-        *fast_without("trainer.max_epochs", "data.num_workers"),
+        *fast_without("trainer.max_epochs"),
         f"trainer.max_epochs={EPOCHS}",
-        # One kill lands while a DataLoader worker process loads batches: the suite's other runs load in-process.
-        f"data.num_workers={1 if point == 'train_batch' else 0}",
         f"hydra.run.dir={run_dir}",
         "+callbacks.fault._target_=faults.KillAt",
         f"+callbacks.fault.point={point}",

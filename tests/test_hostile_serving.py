@@ -1,7 +1,6 @@
 """Hostile input to the server: a burst of large images, extreme aspect ratios, oversized and half-sent
 requests, options that are not numbers, a port in use. Each server runs in a process group of its own."""
 
-import contextlib
 import socket
 from concurrent.futures import ThreadPoolExecutor
 

@@ -48,14 +48,24 @@ def test_threads_and_workers_follow_the_cpu_request_not_the_cores_in_sight(monke
 
 @pytest.mark.slow
 def test_a_training_sizes_its_threads_to_the_cpu_request_unless_omp_num_threads_is_set(monkeypatch, tmp_path):
+    threads = torch.get_num_threads()
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setenv(CPUS_ENV, "1")
-    torch.set_num_threads(2)  # PyTorch's own count of the cores in sight (64 on a big host)
-    train(compose_train_config(FAST, tmp_path))
-    assert torch.get_num_threads() == 1
-    monkeypatch.setenv("OMP_NUM_THREADS", "2")  # the user's own setting stands
-    torch.set_num_threads(2)
-    assert use_available_cpus() == 2
+    try:
+        torch.set_num_threads(2)  # PyTorch's own count of the cores in sight (64 on a big host)
+        train(compose_train_config(FAST, tmp_path))
+        assert torch.get_num_threads() == 1
+        assert os.environ["OMP_NUM_THREADS"] == "1"  # what the DDP ranks Lightning starts inherit
+        # Two DDP ranks share the request; the user's own OMP_NUM_THREADS stands.
+        monkeypatch.delenv("OMP_NUM_THREADS")
+        monkeypatch.setenv(CPUS_ENV, "2")
+        torch.set_num_threads(2)
+        assert use_available_cpus(processes=2) == 1
+        monkeypatch.setenv("OMP_NUM_THREADS", "2")
+        torch.set_num_threads(2)
+        assert use_available_cpus(processes=1) == 2
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_the_estimate_counts_the_gpu_and_the_cpu_and_memory_limits(declared):

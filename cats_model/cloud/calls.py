@@ -22,7 +22,7 @@ from cats_model.errors import UserError
 from cats_model.noise import mounts_redirected
 from cats_model.paths import PROJECT_ROOT
 from cats_model.run_layout import RECORD_FILE, VOLUME_ROOT, run_dir
-from cats_model.system import CPUS_ENV, available_cpus, in_fresh_process
+from cats_model.system import cpu_share_env, in_fresh_process
 
 LAUNCH_DIR = PROJECT_ROOT / "launch"
 # Modal's own longest server-side wait per poll; tests shorten it to see many polls of one call.
@@ -185,11 +185,7 @@ class LocalCalls:
         # Each job its share of this machine's cores, as each container has its own CPU request: its threads and
         # loader workers are sized to it (more threads than cores only spin: four jobs of two threads each on two
         # cores used 2.7 times the CPU time of one job in turn).
-        self.env = {
-            DATA_ENV: str(data_dir),
-            OUTPUT_ENV: str(output_dir),
-            CPUS_ENV: str(max(1, available_cpus() // max_parallel)),
-        }
+        self.env = {DATA_ENV: str(data_dir), OUTPUT_ENV: str(output_dir), **cpu_share_env(max_parallel)}
         self._pool: ThreadPoolExecutor | None = None
         self._calls: dict[str, Future] = {}
 

@@ -31,7 +31,9 @@ class BodyLimit:
         head = sum(len(name) + len(value) + 4 for name, value in scope["headers"])  # "name: value\r\n"
         if head > self.max_head_bytes:  # the HTTP server may have taken more in one read of the socket
             response = JSONResponse(
-                {"error": head_too_large(self.max_head_bytes)}, status_code=431, headers={"connection": "close"}
+                {"error": head_too_large(self.max_head_bytes)},
+                status_code=431,
+                headers={"connection": "close"},
             )
             return await response(scope, receive, send)
         declared = dict(scope["headers"]).get(b"content-length")

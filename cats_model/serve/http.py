@@ -18,7 +18,9 @@ from cats_model.serve.body_limit import MAX_HEAD_BYTES, head_too_large
 
 KEEP_ALIVE_S = 5  # an idle connection between requests is closed after this
 SHUTDOWN_S = 10  # on SIGTERM, requests under way get this long to finish
-LINGER_S = 2  # after refusing a request it has not read whole, what the client still sends is read and dropped
+# After refusing a request it has not read whole, what the client still sends is read and dropped until it has
+# been quiet LINGER_S, and never longer than LINGER_MAX_S in all (nginx: 5 s and 30 s).
+LINGER_S, LINGER_MAX_S = 2, 30
 
 
 def listening_socket(host: str, port: int) -> socket.socket:
@@ -40,11 +42,12 @@ class LingeringClose:
     """The connection's transport, whose close() first lets the answer reach a client that is still sending: a
     socket closed with unread input sends a reset, and the client's system may drop the answer it has not read
     yet (a 413 for a body too large, a 431). So the write side is shut (the answer, then FIN), input is read and
-    dropped until the client closes or LINGER_S passes, then the socket closes: what web servers call a
-    lingering close."""
+    dropped (`dropped`) until the client closes or stays quiet LINGER_S, then the socket closes: what web servers
+    call a lingering close."""
 
     def __init__(self, transport, protocol: "GuardedH11"):
         self._transport, self._protocol, self.lingering = transport, protocol, False
+        self._timer = self._until = None
 
     def __getattr__(self, name):
         return getattr(self._transport, name)
@@ -52,16 +55,30 @@ class LingeringClose:
     def close(self) -> None:
         if self.lingering or self._transport.is_closing():
             return
-        still_sending = self._protocol.conn.their_state in (h11.SEND_BODY, h11.ERROR)  # answered before all was read
+        still_sending = self._protocol.conn.their_state in (
+            h11.SEND_BODY,
+            h11.ERROR,
+        )  # answered before all was read
         if not (still_sending and self._transport.can_write_eof()):
             return self._transport.close()
-        self.lingering = True
+        self.lingering, self._until = True, self._protocol.loop.time() + LINGER_MAX_S
         self._transport.write_eof()
-        self._transport.resume_reading()  # reading may have been paused by uvicorn's flow control
-        self._protocol.loop.call_later(LINGER_S, self._transport.close)
+        self._protocol.flow.resume_reading()  # reading may have been paused by uvicorn's flow control
+        self.dropped()
+
+    def dropped(self) -> None:
+        """Input arrived while lingering: the client is still sending, wait for it a while longer."""
+        if self._timer is not None:
+            self._timer.cancel()
+        wait = min(LINGER_S, self._until - self._protocol.loop.time())
+        self._timer = self._protocol.loop.call_later(max(0, wait), self._transport.close)
 
     def is_closing(self) -> bool:
         return self.lingering or self._transport.is_closing()
+
+    def closed(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
 
 
 class GuardedH11(H11Protocol):
@@ -77,7 +94,9 @@ class GuardedH11(H11Protocol):
         self._arm()
 
     def data_received(self, data: bytes) -> None:
-        if not self.transport.lingering:
+        if self.transport.lingering:
+            self.transport.dropped()
+        else:
             super().data_received(data)
 
     def on_response_complete(self):
@@ -87,6 +106,7 @@ class GuardedH11(H11Protocol):
     def connection_lost(self, exc):
         if self._deadline is not None:
             self._deadline.cancel()
+        self.transport.closed()
         super().connection_lost(exc)
 
     def send_400_response(self, msg: str) -> None:
@@ -95,8 +115,16 @@ class GuardedH11(H11Protocol):
         if len(self.conn.trailing_data[0]) <= MAX_HEAD_BYTES:
             return super().send_400_response(msg)
         body = json.dumps({"error": head_too_large(MAX_HEAD_BYTES)}).encode()
-        headers = [(b"content-type", b"application/json"), (b"connection", b"close")]
-        for event in (h11.Response(status_code=431, headers=headers), h11.Data(data=body), h11.EndOfMessage()):
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"connection", b"close"),
+        ]
+        for event in (
+            h11.Response(status_code=431, headers=headers),
+            h11.Data(data=body),
+            h11.EndOfMessage(),
+        ):
             self.transport.write(self.conn.send(event))
         self.transport.close()
 
@@ -121,6 +149,7 @@ def http_server(app, idle_timeout_s: float) -> uvicorn.Server:
         app,
         http=guarded_h11(idle_timeout_s),
         h11_max_incomplete_event_size=MAX_HEAD_BYTES,  # a head sent in pieces: h11 stops buffering it (431)
+        ws="none",  # no websocket routes: an upgrade is refused, never handed the lingering transport
         timeout_keep_alive=KEEP_ALIVE_S,
         timeout_graceful_shutdown=SHUTDOWN_S,  # SIGTERM stops the server even while requests are still open
         log_level="warning",
