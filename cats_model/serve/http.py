@@ -55,10 +55,8 @@ class LingeringClose:
     def close(self) -> None:
         if self.lingering or self._transport.is_closing():
             return
-        still_sending = self._protocol.conn.their_state in (
-            h11.SEND_BODY,
-            h11.ERROR,
-        )  # answered before all was read
+        # Answered before the request was read whole: the client may still be sending it.
+        still_sending = self._protocol.conn.their_state in (h11.SEND_BODY, h11.ERROR)
         if not (still_sending and self._transport.can_write_eof()):
             return self._transport.close()
         self.lingering, self._until = True, self._protocol.loop.time() + LINGER_MAX_S
