@@ -1,8 +1,6 @@
 """Facts about the machine a run is on."""
 
-import multiprocessing
 import os
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 # A Modal function's CPU request (modal.yml): Modal may show a container more cores than it requested, and bills
@@ -85,10 +83,3 @@ def auto_precision(accelerator: str = "auto") -> str:
     if not uses_cuda(accelerator):
         return "32-true"
     return "bf16-mixed" if torch.cuda.get_device_capability()[0] >= 8 else "16-mixed"
-
-
-def in_fresh_process(function, *args):
-    """`function(*args)` in a new Python process (spawn: it inherits no state, no threads, no CUDA context), as a
-    container starts fresh; its result, or its exception raised here."""
-    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as process:
-        return process.submit(function, *args).result()

@@ -34,7 +34,7 @@ def pytest_configure(config):
 
 
 # Helpers that live as long as the process that started them, by design: multiprocessing's resource tracker,
-# started by the first spawn-context pool (cats_model.system.in_fresh_process).
+# started by the first spawn-context pool (test_shared_data.py).
 LIFELONG_HELPERS = ("from multiprocessing.resource_tracker import main",)
 
 

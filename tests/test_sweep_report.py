@@ -72,15 +72,19 @@ def cloud(*args: str) -> str:
 
 
 @pytest.mark.slow
-def test_a_local_sweep_reports_its_failed_jobs_in_one_line_each(tmp_path, monkeypatch):
+def test_a_local_sweep_runs_each_job_alone_and_reports_its_failed_ones_in_one_line_each(
+    tmp_path, monkeypatch
+):
     outputs, sweep_dir = tmp_path / "outputs", tmp_path / "sweep"
     monkeypatch.setenv("CATS_MODEL_OUTPUT_DIR", str(outputs))
-    # Job 0 fails on a value its own process checks; job 1 is SIGKILLed at its first batch, as by the OOM killer.
+    # Jobs 2 and 3 fail on a value only their own process checks (the Trainer's, which depend on its hardware);
+    # job 1 is SIGKILLed at its first batch, as by the OOM killer; job 0 trains (its fault's epoch never comes).
     kill = ["+callbacks.fault._target_=faults.KillAt", "+callbacks.fault.point=train_batch",
-            "+callbacks.fault.epoch=0", f"+callbacks.fault.marker={tmp_path / 'killed'}"]  # fmt: skip
+            f"+callbacks.fault.marker={tmp_path / 'killed'}"]  # fmt: skip
     result = subprocess.run(
         [sys.executable, "-m", "cats_model.train", "-m", "hydra/launcher=modal", "hydra.launcher.backend=local",
-         *FAST, *kill, "trainer.precision=bogus,32-true", f"hydra.sweep.dir={sweep_dir}"],
+         *FAST, *kill, "trainer.precision=32-true,bogus", "+callbacks.fault.epoch=9,0",
+         f"hydra.sweep.dir={sweep_dir}"],
         capture_output=True, text=True, timeout=600,
         env={**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS_DIR), os.environ.get("PYTHONPATH", "")])},
     )  # fmt: skip
@@ -88,19 +92,28 @@ def test_a_local_sweep_reports_its_failed_jobs_in_one_line_each(tmp_path, monkey
     assert result.returncode != 0 and "Traceback" not in output, output[-3000:]
     assert "executing locally" not in output  # Modal's warning about the volumes the local run redirects
     rows = json.loads((sweep_dir / "summary.json").read_text())
-    name = re.search(r"sweep (\S+): 2 jobs submitted", result.stdout)[1]
-    runs = [outputs / "runs" / f"{name}-{job}" for job in (0, 1)]
+    assert [r["status"] for r in rows] == ["completed", "failed", "failed", "failed"]
+    assert rows[0]["best"] and rows[0]["cost_usd"] is None  # nothing paid on this machine
+    # Each job's run lives where a Modal call puts it, the outputs folder standing for the volume.
+    name = re.search(r"sweep (\S+): 4 jobs submitted", result.stdout)[1]
+    runs = [outputs / "runs" / f"{name}-{job}" for job in range(4)]
     assert [r["run_dir"] for r in rows] == [str(run) for run in runs]  # where each run's files are
+    assert (runs[0] / "checkpoints" / "last.ckpt").is_file()
+    assert json.loads((sweep_dir / "0" / "metrics.json").read_text())["run_dir"] == str(runs[0])
+    header = (sweep_dir / "summary.csv").read_text().splitlines()[0]
+    assert header.startswith("job,overrides,status,val/acc_best,test/acc,duration_s,cost_usd,best")
     last = (runs[1] / "train.log").read_text().strip().splitlines()[-1]
-    assert (
+    killed = (
         f"job 1 failed: training of run {name}-1 failed: killed by the system (SIGKILL): out of memory?; "
         f"its last line: {last}"
-    ) in result.stdout.splitlines()
-    assert "job 0 failed: trainer.precision='bogus' is not a valid value" in result.stdout
+    )
+    assert killed in result.stdout.splitlines()
+    for job in (2, 3):
+        assert f"job {job} failed: trainer.precision='bogus' is not a valid value" in result.stdout
     # The sweep ends on one line of its own, not on Hydra's report of the first failed job.
     assert (
         result.stderr.strip().splitlines()[-1]
-        == "error: 2 of 2 jobs failed: the lines below the table say why"
+        == "error: 3 of 4 jobs failed: the lines below the table say why"
     )
     assert "Error executing job" not in output
 
@@ -108,11 +121,12 @@ def test_a_local_sweep_reports_its_failed_jobs_in_one_line_each(tmp_path, monkey
     assert f"python -m cats_model.cloud summary {name}" in result.stdout
     table = cloud("summary", str(sweep_dir))
     assert table == cloud("summary", name)
-    for table in cloud("summary", str(sweep_dir)), cloud("summary", name):
-        lines = table.splitlines()
-        assert [line[:30].rstrip() for line in lines[2:4]] == [
-            " 0   trainer.precision=bogus",
-            " 1   trainer.precision=32-true",
-        ]
-        assert lines[-1].startswith("job 1 failed: ")
-        assert lines[-1].endswith(f"(SIGKILL): out of memory?; its last line: {last}")
+    lines = table.splitlines()
+    # Read from each run's record, which tells the process that died from the value it refused.
+    assert [line.split()[:4] for line in lines[2:6]] == [
+        ["*0", "trainer.precision=32-true", "+callbacks.fault.epoch=9", "completed"],
+        ["1", "trainer.precision=32-true", "+callbacks.fault.epoch=0", "crashed"],
+        ["2", "trainer.precision=bogus", "+callbacks.fault.epoch=9", "failed"],
+        ["3", "trainer.precision=bogus", "+callbacks.fault.epoch=0", "failed"],
+    ]
+    assert f"job 1 failed: killed by the system (SIGKILL): out of memory?; its last line: {last}" in lines

@@ -19,10 +19,11 @@ from types import SimpleNamespace
 from cats_model.cloud.remote import DATA_ENV, OUTPUT_ENV
 from cats_model.cloud.settings import Call, load_settings
 from cats_model.errors import UserError
+from cats_model.fresh_process import in_fresh_process
 from cats_model.noise import mounts_redirected
 from cats_model.paths import PROJECT_ROOT
 from cats_model.run_layout import RECORD_FILE, VOLUME_ROOT, run_dir
-from cats_model.system import cpu_share_env, in_fresh_process
+from cats_model.system import cpu_share_env
 
 LAUNCH_DIR = PROJECT_ROOT / "launch"
 # Modal's own longest server-side wait per poll; tests shorten it to see many polls of one call.

@@ -23,6 +23,7 @@ from cats_model.atomic import atomic_write_text
 from cats_model.cloud.sweep_folder import removed_if_nothing_ran
 from cats_model.cloud.sweep_summary import JobFailed, count_jobs, failed_jobs, summary_row, write_summary
 from cats_model.errors import UserError, exit_on_user_error
+from cats_model.fresh_process import in_fresh_process
 from cats_model.run_layout import (
     OVERRIDES_FILE,
     hydra_file,
@@ -31,7 +32,6 @@ from cats_model.run_layout import (
     sweep_name,
     sweep_run_name,
 )
-from cats_model.system import in_fresh_process
 
 log = logging.getLogger(__name__)
 
@@ -254,7 +254,7 @@ def run_task_in_processes(launcher, jobs: list[Job]) -> list[JobReturn]:
 def _in_fresh_process(payload: bytes) -> JobReturn | BaseException:
     try:
         return cloudpickle.loads(in_fresh_process(execute_payload, payload))
-    except BaseException as err:  # the process died (BrokenProcessPool), or exited
+    except BaseException as err:  # the process died (ProcessDied), or exited
         return err
 
 
