@@ -23,7 +23,7 @@ from cats_model.data.images import load_rgb
 from cats_model.data.transforms import EVAL_CROP_RATIO, eval_transform
 from cats_model.errors import UserError
 from cats_model.system import available_cpus, default_device
-from cats_model.validation import RANGES, Range
+from cats_model.validation import RANGES, TOP_K_ALLOWED
 
 IMAGE_SIZES = RANGES["data.image_size"]  # what training accepts; outside is a crafted or broken file
 MAX_CLASSES = 100_000
@@ -346,10 +346,6 @@ def read_images(
     read = [(p, r) for p, r in zip(paths, results) if isinstance(r, torch.Tensor)]
     errors = {p: image_error(r) for p, r in zip(paths, results) if not isinstance(r, torch.Tensor)}
     return [p for p, _ in read], (torch.stack([r for _, r in read]) if read else None), errors
-
-
-TOP_K = 3  # classes shown per image where the caller does not say
-TOP_K_ALLOWED = Range(1, integer=True)  # more than a model's classes shows them all
 
 
 def top_k(probabilities: np.ndarray, class_names: tuple[str, ...], k: int) -> list[list[dict]]:

@@ -10,7 +10,8 @@ import sys
 from cats_model.cat_or_not import verdict
 from cats_model.data.images import image_files
 from cats_model.errors import UserError, exit_on_user_error
-from cats_model.inference import TOP_K, Model, check_top_k, load_model, printable, read_images, top_k
+from cats_model.inference import Model, check_top_k, load_model, printable, read_images, top_k
+from cats_model.validation import TOP_K
 
 
 def predict_files(model: Model, files: list[str], k: int = TOP_K, batch_size: int = 32) -> list[dict]:

@@ -230,6 +230,8 @@ POSITIVE, NON_NEGATIVE, UNIT = Range(0, open_low=True), Range(0), Range(0, 1)
 FRACTION = Range(0, 1, open_low=True, open_high=True)  # of the images: neither none nor all
 COUNT, AT_LEAST_ONE = Range(0, integer=True), Range(1, integer=True)
 WORKERS_PER_CPU = 4
+TOP_K = 3  # classes shown per image where the caller (predict, a request to the server) does not say
+TOP_K_ALLOWED = AT_LEAST_ONE  # more than a model's classes shows them all
 # The allowed values of every number a user can set, by config key; null stays allowed where the type allows it.
 RANGES = {
     "seed": Range(0, 2**32 - 1, integer=True),

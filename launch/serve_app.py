@@ -16,7 +16,7 @@ from cats_model.cloud.image import project_image
 from cats_model.cloud.served_run import checked_run, served_run
 from cats_model.cloud.settings import load_settings
 from cats_model.errors import exit_on_user_error
-from cats_model.serve.app import ServeOptions
+from cats_model.serve.options import ServeOptions
 from cats_model.system import in_container
 
 RUN_ENV = "CATS_MODEL_SERVE_RUN"

@@ -11,8 +11,9 @@ from tiny_models import tiny_onnx
 
 from cats_model.errors import UserError
 from cats_model.serve.__main__ import main, options_from, parse_args
-from cats_model.serve.app import DECODERS, ServeOptions
+from cats_model.serve.app import DECODERS
 from cats_model.serve.batcher import Batcher
+from cats_model.serve.options import ServeOptions
 
 
 @pytest.fixture(scope="module")

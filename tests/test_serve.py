@@ -16,8 +16,9 @@ from cats_model.config import compose_train_config
 from cats_model.data.oxford import OxfordPet
 from cats_model.inference import load_model
 from cats_model.predict import predict_files
-from cats_model.serve.app import ServeOptions, create_app
+from cats_model.serve.app import create_app
 from cats_model.serve.batcher import Batcher
+from cats_model.serve.options import ServeOptions
 
 pytestmark = pytest.mark.slow  # the module's model is trained (seconds)
 LIMITS = ServeOptions(max_files=4, max_megabytes=1)

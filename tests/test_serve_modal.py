@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from helpers import FAST
 from modal._partial_function import _find_partial_methods_for_user_cls
 from modal._partial_function import _PartialFunctionFlags as Flags
-from modal_service import modal_command
+from modal_service import client_process, modal_command
 
 from cats_model.cloud import settings as settings_module
 from cats_model.cloud.calls import load_modal_app
@@ -26,7 +26,7 @@ from cats_model.inference import load_model
 from cats_model.paths import PROJECT_ROOT
 from cats_model.predict import predict_files
 from cats_model.run_layout import best_checkpoint
-from cats_model.serve.app import ServeOptions
+from cats_model.serve.options import ServeOptions
 from cats_model.train import train
 
 APP_FILE = PROJECT_ROOT / "launch" / "serve_app.py"
@@ -133,6 +133,21 @@ def image_commands(service, image_id: str) -> list[str]:
     image = service.images[image_id]
     base = [c for layer in image.base_images for c in image_commands(service, layer.image_id)]
     return base + list(image.dockerfile_commands)
+
+
+def test_deploying_reads_the_app_without_importing_torch_on_this_machine(volume, modal_client):
+    """`modal deploy` imports launch/serve_app.py here (the run decided from the volume, the options checked):
+    torch and Lightning are the container's to import (4 s of CPU on the deploying machine before, measured)."""
+    put_run(volume)
+    heavy = ("torch", "torchvision", "torchmetrics", "lightning")
+    imported = client_process(
+        modal_client,
+        "-c",
+        f"import sys; sys.path.insert(0, {str(APP_FILE.parent)!r}); import serve_app; "
+        f"print(serve_app.run, [m for m in {heavy!r} if m in sys.modules])",
+    )
+    assert imported.returncode == 0, imported.stderr[-2000:]
+    assert imported.stdout.split() == ["r0", "[]"]
 
 
 def test_deploy_refuses_a_run_that_is_not_on_the_outputs_volume_in_one_line(volume, modal_client):
