@@ -11,7 +11,8 @@ from cats_model.errors import UserError, exit_on_user_error
 from cats_model.inference import load_model
 from cats_model.serve.app import create_app, model_threads
 from cats_model.serve.http import http_server, listening_socket
-from cats_model.serve.options import DEFAULT_OPTIONS, ServeOptions
+from cats_model.serve.options import DEFAULT_OPTIONS as DEFAULTS
+from cats_model.serve.options import ServeOptions
 from cats_model.serve.token import TOKEN_ENV
 
 
@@ -31,28 +32,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="CPU threads for the model (default: all but one of the CPUs this process may use)",
     )
     parser.add_argument(
-        "--max-batch-size", type=int, default=DEFAULT_OPTIONS.max_batch_size, help="images per forward pass"
+        "--max-batch-size", type=int, default=DEFAULTS.max_batch_size, help="images per forward pass"
     )
     parser.add_argument(
-        "--max-wait-ms",
-        type=float,
-        default=DEFAULT_OPTIONS.max_wait_ms,
-        help="how long a batch waits to fill",
+        "--max-wait-ms", type=float, default=DEFAULTS.max_wait_ms, help="how long a batch waits to fill"
     )
-    parser.add_argument("--max-files", type=int, default=DEFAULT_OPTIONS.max_files, help="images per request")
+    parser.add_argument("--max-files", type=int, default=DEFAULTS.max_files, help="images per request")
+    parser.add_argument("--max-megabytes", type=float, default=DEFAULTS.max_megabytes, help="MiB per request")
     parser.add_argument(
-        "--max-megabytes", type=float, default=DEFAULT_OPTIONS.max_megabytes, help="MiB per request"
-    )
-    parser.add_argument(
-        "--max-megapixels",
-        type=float,
-        default=DEFAULT_OPTIONS.max_megapixels,
-        help="decoded pixels per request",
+        "--max-megapixels", type=float, default=DEFAULTS.max_megapixels, help="decoded pixels per request"
     )
     parser.add_argument(
         "--idle-timeout-s",
         type=float,
-        default=DEFAULT_OPTIONS.idle_timeout_s,
+        default=DEFAULTS.idle_timeout_s,
         help="drop a request whose head or body stops arriving for this long",
     )
     return parser.parse_args(argv)
