@@ -176,27 +176,52 @@ def modal_app():
     return load_modal_app()
 
 
-def started_modal_service(root, **options):
+@pytest.fixture(scope="session")
+def prepared_data(tmp_path_factory) -> Path:
+    """A data volume as `prepare_data` leaves it for the data of a remote test run (REMOTE_CPU): the synthetic
+    dataset, its decoded-image cache and the record of both (cats_model.cloud.prepared). Made once; the offline
+    services start with a copy, as a real data volume keeps them between runs."""
+    from helpers import REMOTE_CPU
+
+    from cats_model.cloud.remote import prepare_data
+
+    def prepare(folder: Path) -> None:
+        with pytest.MonkeyPatch.context() as env:
+            env.setenv("CATS_MODEL_DATA_DIR", str(folder))
+            assert prepare_data([REMOTE_CPU], commit=None)["prepared"] == 1
+
+    return made_once(tmp_path_factory, "prepared-data", prepare)
+
+
+def started_modal_service(root, data: Path | None = None, **options):
     """The offline Modal service (tests/modal_service.py), its containers importing the app files of launch/
-    (and the fault callbacks of tests/)."""
+    (and the fault callbacks of tests/); its data volume a copy of `data` (mtimes kept: the decoded-image cache
+    stays valid), or empty."""
     from modal_service import ModalService
 
+    from cats_model.cloud.settings import load_settings
     from cats_model.paths import PROJECT_ROOT
 
-    return ModalService(root, app_dirs=[PROJECT_ROOT / "launch", PROJECT_ROOT / "tests"], **options).start()
+    service = ModalService(root, app_dirs=[PROJECT_ROOT / "launch", PROJECT_ROOT / "tests"], **options)
+    if data is not None:
+        shutil.copytree(data, service.volume_path(load_settings().volume("data")[0]), dirs_exist_ok=True,
+                        ignore=shutil.ignore_patterns(".made"))  # fmt: skip
+    return service.start()
 
 
 @pytest.fixture
-def modal_service(tmp_path):
-    service = started_modal_service(tmp_path / "modal")
+def modal_service(tmp_path, prepared_data):
+    """A fresh service whose data volume holds the prepared data of the remote test runs (a test about preparing
+    data overrides this fixture with an empty one)."""
+    service = started_modal_service(tmp_path / "modal", data=prepared_data)
     yield service
     service.stop()
 
 
 @pytest.fixture(scope="module")
-def module_modal_service(tmp_path_factory):
+def module_modal_service(tmp_path_factory, prepared_data):
     """One service for a module whose tests share what its first calls made."""
-    service = started_modal_service(tmp_path_factory.mktemp("modal"))
+    service = started_modal_service(tmp_path_factory.mktemp("modal"), data=prepared_data)
     yield service
     service.stop()
 

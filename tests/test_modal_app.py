@@ -14,7 +14,7 @@ from helpers import APP_FILE, REMOTE_CPU
 from cats_model.cloud import entry
 from cats_model.cloud.calls import ModalCalls
 from cats_model.cloud.overrides import single_run, split_launch, split_run_name
-from cats_model.cloud.remote import needs_oxford_download
+from cats_model.cloud.prepared import needs_oxford_download
 from cats_model.cloud.settings import MODAL_YML, load_settings
 from cats_model.config import compose_train_config
 from cats_model.errors import UserError

@@ -19,9 +19,9 @@ OUTPUTS = "cats-model-outputs"
 
 
 @pytest.fixture
-def service(tmp_path):
+def service(tmp_path, prepared_data):
     # Clients heartbeat every second here; an ephemeral app whose client is silent for 4 s is stopped.
-    service = started_modal_service(tmp_path / "modal", heartbeat_timeout_s=4)
+    service = started_modal_service(tmp_path / "modal", data=prepared_data, heartbeat_timeout_s=4)
     yield service
     service.stop()
 

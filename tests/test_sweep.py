@@ -11,6 +11,7 @@ import subprocess
 import sys
 
 import pytest
+from conftest import started_modal_service
 from helpers import APP_FILE, FAST, REMOTE_CPU
 from hydra.core.plugins import Plugins
 from hydra.core.singleton import Singleton
@@ -49,6 +50,14 @@ class TestModalLauncherLocalBackend(LauncherTestSuite):
 )
 class TestModalLauncherIntegration(IntegrationTestSuite):
     """Hydra's integration suite: real applications run with `-m` in their own processes."""
+
+
+@pytest.fixture
+def modal_service(tmp_path):
+    """An empty data volume: the sweeps here show `prepare_data` making the data before any job starts."""
+    service = started_modal_service(tmp_path / "modal")
+    yield service
+    service.stop()
 
 
 def read_summary(sweep_dir):
@@ -92,7 +101,8 @@ def test_a_grid_sweep_through_modal_run_makes_one_call_per_job_on_its_gpu(
     assert service.requests.count("FunctionGetOutputs") >= 6
     # The data and its decoded-image cache were made once, by prepare_data, before the jobs: they decode nothing.
     [prepare] = service.calls_of("prepare_data")
-    assert list(service.volume_path("cats-model-data").rglob(".cache/*"))
+    assert list(service.volume_path("cats-model-data").rglob(".cache/*.npy"))
+    assert "is prepared already" not in (prepare.container.folder / "log.txt").read_text()
     for train in trains:
         log = (train.container.folder / "log.txt").read_text()
         assert "metrics written to" in log and "decoding" not in log
@@ -117,6 +127,9 @@ def test_a_grid_sweep_through_modal_run_makes_one_call_per_job_on_its_gpu(
     longer = modal_command(service, *args, "trainer.max_epochs=2")
     assert longer.returncode == 0, longer.stderr[-3000:]
     assert len(service.calls_of("train")) == 4
+    # Its prepare_data call found the data prepared by the first: it built nothing (no torch, no listing).
+    _, prepare_again = service.calls_of("prepare_data")
+    assert "is prepared already" in (prepare_again.container.folder / "log.txt").read_text()
     for job, run in enumerate(runs):
         metrics = json.loads((sweep_dir / str(job) / "metrics.json").read_text())
         assert metrics["epoch"] == 2 and metrics["resumed_from"].endswith(

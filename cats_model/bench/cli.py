@@ -15,6 +15,7 @@ from cats_model.bench.accelerator import bench_accelerator
 from cats_model.bench.framework import bench_framework
 from cats_model.bench.input import bench_input
 from cats_model.bench.table import markdown_table
+from cats_model.data import CACHE_DIR
 from cats_model.data.datamodule import CatBreedsDataModule
 from cats_model.data.synthetic import SyntheticSpec, ensure_synthetic
 from cats_model.paths import configured_path
@@ -73,7 +74,7 @@ def main(argv: list[str] | None = None, accelerator_section: bool | None = None)
     dm = CatBreedsDataModule(
         str(root), image_size=args.image_size, batch_size=args.batch_size, num_workers=args.workers
     )
-    earlier_caches = set((root / ".cache").glob("*.npy"))
+    earlier_caches = set((root / CACHE_DIR).glob("*.npy"))
     started = time.perf_counter()
     dm.setup()  # like the first run on a dataset: scans the images and builds the decoded cache
     workdir = args.json.parent.absolute() / "bench-runs"
@@ -90,7 +91,7 @@ def main(argv: list[str] | None = None, accelerator_section: bool | None = None)
     results = {
         "machine": machine,
         "setup_s": time.perf_counter() - started,
-        "cache_built": bool(set((root / ".cache").glob("*.npy")) - earlier_caches),
+        "cache_built": bool(set((root / CACHE_DIR).glob("*.npy")) - earlier_caches),
         "input_pipeline": bench_input(dm, args.epochs, device),
         "framework": bench_framework(
             args.train_steps, args.train_size, min(args.batch_size, 32), args.train_model, device, workdir

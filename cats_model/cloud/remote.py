@@ -22,6 +22,7 @@ from cats_model import run_layout
 from cats_model.atomic import atomic_write_text
 from cats_model.cloud.ending import how_it_ended
 from cats_model.cloud.overrides import check_not_fixed, key, single_run
+from cats_model.cloud.prepared import is_prepared, needs_oxford_download, record_prepared
 from cats_model.cloud.settings import Call, load_settings
 from cats_model.config import compose_train_config
 from cats_model.errors import CONTINUE_EXIT, OUTCOME_ENV, SIGTERM_EXIT, USER_ERROR_EXIT, UserError
@@ -38,7 +39,6 @@ from cats_model.run_layout import (
 )
 
 DATA_ENV, OUTPUT_ENV = "CATS_MODEL_DATA_DIR", "CATS_MODEL_OUTPUT_DIR"
-OXFORD_DATAMODULES = ("CatBreedsDataModule", "CatVsOtherDataModule")
 # A training process stopped by SIGTERM (a preemption, or the container being stopped): killed by it, or exiting
 # with the code its handler gives.
 SIGTERM_EXITS = (-signal.SIGTERM, SIGTERM_EXIT)
@@ -61,17 +61,12 @@ def run_dir(run_name: str) -> Path:
     return run_layout.run_dir(output_dir(), run_name)
 
 
-def needs_oxford_download(cfg) -> bool:
-    """Whether a composed config reads Oxford-IIIT Pet from the data volume (synthetic and folder data do not)."""
-    data = cfg.data
-    return data._target_.rsplit(".", 1)[-1] in OXFORD_DATAMODULES and data.get("synthetic") is None
-
-
 def prepare_data(runs: list[list[str]], commit: Callable[[], None] | None) -> dict:
     """The data of the runs about to start, made once on the data volume before any of them starts: Oxford-IIIT
     Pet downloaded and verified (when a run reads it), then for each distinct data config the files generated or
     listed and the decoded-image cache built. N jobs of a sweep then find it all ready instead of each decoding
-    the dataset on its GPU. A run whose data fails here is left to fail in its own call, with its own message."""
+    the dataset on its GPU. Data prepared by an earlier call is left as it is (cats_model.cloud.prepared). A run
+    whose data fails here is left to fail in its own call, with its own message."""
     from hydra.utils import instantiate
 
     from cats_model.download import default_root, download, is_complete
@@ -85,10 +80,14 @@ def prepare_data(runs: list[list[str]], commit: Callable[[], None] | None) -> di
         download(root)
     prepared = 0
     for cfg in configs.values():
+        if is_prepared(cfg):
+            print(f"data: {cfg.data.root} is prepared already", flush=True)
+            continue
         try:
             datamodule = instantiate(cfg.data, _convert_="all")
             datamodule.prepare_data()
             datamodule.setup("fit")  # builds the decoded-image cache of the cached pipeline
+            record_prepared(cfg, datamodule)
             prepared += 1
         except Exception as err:
             print(

@@ -13,6 +13,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from cats_model import cat_or_not
+from cats_model.data import CACHE_DIR
 from cats_model.data.cache import DecodedCache
 from cats_model.data.images import find_unreadable, list_images
 from cats_model.data.oxford import CAT, DOG, OxfordPet, PetRecord
@@ -82,7 +83,7 @@ class ImageDataModule(L.LightningDataModule):
             return
         classes, groups = self.list_files()
         listed = sorted({path for group in groups for path, _ in group})
-        cache = DecodedCache(self.root / ".cache", listed, self.image_size) if self.use_cache else None
+        cache = DecodedCache(self.root / CACHE_DIR, listed, self.image_size) if self.use_cache else None
         self.bad_images = self.find_bad_images(listed, cache)
         self.refuse_too_many_unreadable(len(listed))
         # Split after dropping them, so that a broken file never takes the place of a good one in val or test.
