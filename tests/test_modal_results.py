@@ -56,7 +56,7 @@ def test_fetch_brings_a_run_into_runs_and_the_readme_commands_use_it(
     )
     assert f"run day: {len(names)} files in {run}/" in capsys.readouterr().out
 
-    data = module_modal_service.volume_path("cats-model-data")  # the synthetic data the run made, committed
+    data = module_modal_service.volume_path("cats-model-data")  # the synthetic data the run trained on
     photo = next(data.glob("synthetic-pet-*/images/Bengal_1.jpg"))
     readme = [
         f"python -m cats_model.predict runs/day/checkpoints/best-*.ckpt {photo} --json",

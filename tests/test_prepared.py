@@ -1,6 +1,6 @@
 """`prepare_data` on the data volume: what it prepared once is left as it is by the next call, which then builds
-no data module (no torch, no listing of every image); a cache that is gone, or data whose files may change, is
-prepared again."""
+no data module (no torch, no listing of every image); a cache that is gone or was never written, or data whose
+files may change, is prepared again."""
 
 import json
 import subprocess
@@ -11,6 +11,7 @@ from helpers import FAST
 from cats_model.cloud.prepared import record_file
 from cats_model.cloud.remote import prepare_data
 from cats_model.config import compose_train_config
+from cats_model.data.cache import DecodedCache
 
 # The next call's container: a fresh process.
 NEXT_CALL = (
@@ -33,12 +34,29 @@ def test_data_prepared_once_is_left_as_it_is_until_its_cache_is_gone(tmp_path, m
     assert json.loads(again.stdout.splitlines()[-1]) == [0, False]  # nothing prepared, torch never imported
     assert "is prepared already" in again.stdout
 
-    [cache] = tmp_path.rglob(".cache/*.npy")
-    cache.unlink()
-    assert prepare_data([FAST], None)["prepared"] == 1
-    assert cache.is_file()
+    for name in json.loads(record.read_text())["cache_files"]:  # the array, or the list of unreadable files
+        (record.parent / name).unlink()
+        assert prepare_data([FAST], None)["prepared"] == 1
+        assert (record.parent / name).is_file()
+
+
+def test_a_cache_that_could_not_be_written_is_not_recorded(tmp_path, monkeypatch):
+    monkeypatch.setenv("CATS_MODEL_DATA_DIR", str(tmp_path))
+    with monkeypatch.context() as disk:
+        disk.setattr(
+            DecodedCache, "build", lambda self, unreadable: (_ for _ in ()).throw(OSError(28, "full"))
+        )
+        assert prepare_data([FAST], None)["prepared"] == 1  # the JPEG pipeline instead: the run still trains
+    assert not list(tmp_path.rglob(".cache/prepared-*.json"))
+    assert prepare_data([FAST], None)["prepared"] == 1  # the disk has room again: the cache is built now
+    assert list(tmp_path.rglob(".cache/prepared-*.json"))
 
 
 def test_data_whose_files_may_change_is_never_recorded(tmp_path):
-    cfg = compose_train_config(["data=folder", f"data.root={tmp_path}"])
-    assert record_file(cfg) is None
+    for overrides in (
+        ["data=folder", f"data.root={tmp_path}"],  # one's own photos
+        [*FAST, f"data.negatives={tmp_path}"],  # a folder of images of no cat beside the synthetic data
+        ["data=cat_breeds", f"data.root={tmp_path}"],  # Oxford's layout in a folder of one's own
+    ):
+        assert record_file(compose_train_config(overrides)) is None, overrides
+    assert record_file(compose_train_config(["data=cat_breeds"])) is not None  # Oxford-IIIT Pet as downloaded

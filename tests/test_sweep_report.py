@@ -98,6 +98,7 @@ def test_a_local_sweep_runs_each_job_alone_and_reports_its_failed_ones_in_one_li
     name = re.search(r"sweep (\S+): 4 jobs submitted", result.stdout)[1]
     runs = [outputs / "runs" / f"{name}-{job}" for job in range(4)]
     assert [r["run_dir"] for r in rows] == [str(run) for run in runs]  # where each run's files are
+    assert sorted((outputs / "runs").iterdir()) == runs
     assert (runs[0] / "checkpoints" / "last.ckpt").is_file()
     assert json.loads((sweep_dir / "0" / "metrics.json").read_text())["run_dir"] == str(runs[0])
     header = (sweep_dir / "summary.csv").read_text().splitlines()[0]
@@ -110,6 +111,7 @@ def test_a_local_sweep_runs_each_job_alone_and_reports_its_failed_ones_in_one_li
     assert killed in result.stdout.splitlines()
     for job in (2, 3):
         assert f"job {job} failed: trainer.precision='bogus' is not a valid value" in result.stdout
+        assert rows[job]["error"].startswith("trainer.precision='bogus' is not a valid value")
     # The sweep ends on one line of its own, not on Hydra's report of the first failed job.
     assert (
         result.stderr.strip().splitlines()[-1]
@@ -130,3 +132,7 @@ def test_a_local_sweep_runs_each_job_alone_and_reports_its_failed_ones_in_one_li
         ["3", "trainer.precision=bogus", "+callbacks.fault.epoch=0", "failed"],
     ]
     assert f"job 1 failed: killed by the system (SIGKILL): out of memory?; its last line: {last}" in lines
+    for job in (2, 3):
+        assert any(
+            line.startswith(f"job {job} failed: trainer.precision='bogus' is not a valid") for line in lines
+        )

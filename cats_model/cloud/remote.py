@@ -16,13 +16,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from omegaconf import OmegaConf
-
 from cats_model import run_layout
 from cats_model.atomic import atomic_write_text
 from cats_model.cloud.ending import how_it_ended
 from cats_model.cloud.overrides import check_not_fixed, key, single_run
-from cats_model.cloud.prepared import is_prepared, needs_oxford_download, record_prepared
+from cats_model.cloud.prepared import data_setting, is_prepared, needs_oxford_download, record_prepared
 from cats_model.cloud.settings import Call, load_settings
 from cats_model.config import compose_train_config
 from cats_model.errors import CONTINUE_EXIT, OUTCOME_ENV, SIGTERM_EXIT, USER_ERROR_EXIT, UserError
@@ -74,7 +72,7 @@ def prepare_data(runs: list[list[str]], commit: Callable[[], None] | None) -> di
     configs = {}
     for overrides in runs:
         cfg = compose_train_config(single_run(overrides))
-        configs.setdefault(json.dumps(OmegaConf.to_container(cfg.data, resolve=True), sort_keys=True), cfg)
+        configs.setdefault(json.dumps(data_setting(cfg), sort_keys=True), cfg)
     root = default_root()  # <CATS_MODEL_DATA_DIR>/oxford-iiit-pet, where data=cat_breeds looks
     if any(needs_oxford_download(cfg) for cfg in configs.values()) and not is_complete(root):
         download(root)

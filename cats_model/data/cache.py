@@ -61,6 +61,7 @@ class DecodedCache:
         name = f"images-{self.side}px-{cache_key(listed, self.side, self.root)}"
         self.array_file = folder / f"{name}.npy"
         self.unreadable_file = folder / f"{name}.unreadable.json"
+        self.files = (self.array_file, self.unreadable_file)  # both, or the cache is built again
 
     def stored_unreadable(self) -> dict[str, str] | None:
         """{path: reason} for the listed files that could not be decoded, as found when the cache was built;

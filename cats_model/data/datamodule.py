@@ -64,6 +64,9 @@ class ImageDataModule(L.LightningDataModule):
         self.splits: Splits | None = None
         self.bad_images: dict[str, str] = {}  # unreadable files, skipped: {path: reason}
         self.pipeline: CachedPipeline | JpegPipeline | None = None
+        self.cache_files: tuple[
+            Path, ...
+        ] = ()  # of the decoded-image cache the pipeline reads, if it reads one
 
     def list_files(self) -> tuple[list[str], list[list[Sample]]]:
         """(class names, the labelled image files in the groups that `split` divides), none opened yet."""
@@ -123,6 +126,7 @@ class ImageDataModule(L.LightningDataModule):
         if cache is not None:
             try:
                 rows = cache.build(self.bad_images)
+                self.cache_files = cache.files
                 return CachedPipeline(self.augmentation, cache.array_file, rows)
             except OSError as err:  # a read-only dataset folder, a full disk: decode per batch instead
                 log.warning("no decoded-image cache (%s); reading the image files each epoch", err)

@@ -11,8 +11,7 @@ from cats_model.errors import UserError, exit_on_user_error
 from cats_model.inference import load_model
 from cats_model.serve.app import create_app, model_threads
 from cats_model.serve.http import http_server, listening_socket
-from cats_model.serve.options import DEFAULT_OPTIONS as DEFAULTS
-from cats_model.serve.options import ServeOptions
+from cats_model.serve.options import DEFAULTS, ServeOptions
 from cats_model.serve.token import TOKEN_ENV
 
 

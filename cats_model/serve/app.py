@@ -34,7 +34,7 @@ from cats_model.serve import PAGE_DIR
 from cats_model.serve.batcher import Batcher
 from cats_model.serve.body_limit import BodyLimit
 from cats_model.serve.memory import return_large_blocks_when_freed
-from cats_model.serve.options import DEFAULT_OPTIONS, ServeOptions
+from cats_model.serve.options import DEFAULTS, ServeOptions
 from cats_model.serve.token import TokenCheck, configured_token
 from cats_model.system import available_cpus
 
@@ -72,7 +72,7 @@ def answer_batch(model: Model, images: list[torch.Tensor]) -> list[tuple[np.ndar
     return list(zip(breeds, [None] * len(breeds) if cats is None else cats.tolist()))
 
 
-def create_app(model: Model, options: ServeOptions = DEFAULT_OPTIONS, token: str | None = None) -> FastAPI:
+def create_app(model: Model, options: ServeOptions = DEFAULTS, token: str | None = None) -> FastAPI:
     """The app over `model`; with a `token` (by default CATS_MODEL_SERVE_TOKEN's, if set), only for those who
     send it (cats_model.serve.token)."""
     return_large_blocks_when_freed()

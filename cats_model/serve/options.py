@@ -55,4 +55,4 @@ def check_options(values: dict, spelled) -> None:
             raise UserError(f"{spelled(name)} must be {allowed}, got {values[name]!r}")
 
 
-DEFAULT_OPTIONS = ServeOptions()
+DEFAULTS = ServeOptions()
