@@ -44,14 +44,14 @@ def in_fresh_process(function, *args):
                 process.wait()
                 raise
         if not outcome.is_file():
-            raise ProcessDied(f"its process {how_it_ended(process.returncode)} before it returned")
+            raise ProcessDied(f"its process {_ended(process.returncode)} before it returned")
         succeeded, value, child_traceback = pickle.loads(outcome.read_bytes())
     if succeeded:
         return value
     raise value from RemoteTraceback(child_traceback)
 
 
-def how_it_ended(returncode: int) -> str:
+def _ended(returncode: int) -> str:
     if returncode < 0:
         return f"was killed by {signal.Signals(-returncode).name}"
     return f"exited with status {returncode}"

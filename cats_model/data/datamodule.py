@@ -64,9 +64,8 @@ class ImageDataModule(L.LightningDataModule):
         self.splits: Splits | None = None
         self.bad_images: dict[str, str] = {}  # unreadable files, skipped: {path: reason}
         self.pipeline: CachedPipeline | JpegPipeline | None = None
-        self.cache_files: tuple[
-            Path, ...
-        ] = ()  # of the decoded-image cache the pipeline reads, if it reads one
+        # The files of the decoded-image cache the pipeline reads, if it reads one.
+        self.cache_files: tuple[Path, ...] = ()
 
     def list_files(self) -> tuple[list[str], list[list[Sample]]]:
         """(class names, the labelled image files in the groups that `split` divides), none opened yet."""
