@@ -254,7 +254,7 @@ def run_task_in_processes(launcher, jobs: list[Job]) -> list[JobReturn]:
 def _in_fresh_process(payload: bytes) -> JobReturn | BaseException:
     try:
         return cloudpickle.loads(in_fresh_process(execute_payload, payload))
-    except BaseException as err:  # the process died (ProcessDied), or exited
+    except BaseException as err:  # its process ended without a result (ProcessDied), or raised
         return err
 
 
