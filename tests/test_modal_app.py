@@ -365,6 +365,29 @@ def test_the_commit_watcher_survives_a_failed_commit_and_a_failed_final_commit_r
     assert len(commits) >= 3  # the failure, the retry, and the final commit
 
 
+def test_a_new_checkpoint_is_committed_at_once_and_the_next_after_the_interval(tmp_path, monkeypatch):
+    from cats_model.cloud.remote import CheckpointCommitter
+
+    monkeypatch.setattr(CheckpointCommitter, "CHECK_S", 0.05)
+    commits = []
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    committer = CheckpointCommitter(
+        folder, lambda: commits.append(sorted(p.name for p in folder.iterdir())), 3600
+    )
+    committer._thread.start()
+    (folder / "last.ckpt").write_bytes(b"epoch 0")
+    for _ in range(600):  # the first change: committed at the next look, not an interval later
+        if commits:
+            break
+        time.sleep(0.05)
+    (folder / "best.ckpt").write_bytes(b"epoch 1")  # within the interval: left to the next commit
+    time.sleep(0.5)  # ten looks
+    committer._stop.set()
+    committer._thread.join()
+    assert commits == [["last.ckpt"]]
+
+
 def test_a_commit_that_keeps_failing_the_same_way_is_one_warning(tmp_path, capsys):
     from cats_model.cloud.remote import CheckpointCommitter
 

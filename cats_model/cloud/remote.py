@@ -6,6 +6,7 @@ and on a laptop.
 """
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -301,9 +302,14 @@ class CheckpointCommitter:
     """Commits the outputs volume whenever the checkpoint folder changes, and once at the end.
 
     A preempted container loses what was not committed; committing each new last checkpoint bounds that loss to
-    the work since the last checkpoint. A failed commit is logged and tried again at the next change; a failed
-    final commit raises, so that Modal retries the call (which resumes from what was committed).
+    the work since the last checkpoint. The folder is looked at every CHECK_S (a listing), and a change is
+    committed at once unless the last commit was less than `interval` seconds ago: the first checkpoint is safe
+    within a second, and checkpoints written every few steps cost one commit per interval. A failed commit is
+    logged and tried again at the next look; a failed final commit raises, so that Modal retries the call (which
+    resumes from what was committed).
     """
+
+    CHECK_S = 1.0
 
     def __init__(self, folder: Path, commit: Callable[[], None] | None, interval: float):
         self.folder, self.commit, self.interval = folder, commit, interval
@@ -326,10 +332,12 @@ class CheckpointCommitter:
         return frozenset(state)
 
     def _watch(self) -> None:
-        while not self._stop.wait(self.interval):
+        last_commit = -math.inf
+        while not self._stop.wait(min(self.CHECK_S, self.interval)):
             state = self._state()
-            if state == self._seen:
+            if state == self._seen or time.monotonic() - last_commit < self.interval:
                 continue
+            last_commit = time.monotonic()
             try:
                 self.commit()
             except Exception as err:  # the volume may refuse a commit for a while: try again next time
