@@ -8,7 +8,7 @@ import time
 
 import pytest
 from helpers import APP_FILE, REMOTE_CPU
-from modal_service import client_process, modal_command
+from modal_service import client_process, modal_in_process
 
 from cats_model.cloud.__main__ import fetch
 from cats_model.cloud.outputs import opened
@@ -20,7 +20,7 @@ from cats_model.errors import UserError
 @pytest.fixture(scope="module")
 def volume(module_modal_service):
     """The outputs volume holding one finished run, `day`, made by the README's command through Modal's CLI."""
-    result = modal_command(module_modal_service, "run", str(APP_FILE), "--", *REMOTE_CPU, "run_name=day")
+    result = modal_in_process(module_modal_service, "run", str(APP_FILE), "--", *REMOTE_CPU, "run_name=day")
     assert result.returncode == 0, result.stderr[-3000:]
     [call] = module_modal_service.calls_of("train")
     assert call.function.option("resources").gpu_config.gpu_type == load_settings().train["gpu"]

@@ -7,7 +7,7 @@ import time
 
 import pytest
 from helpers import APP_FILE, REMOTE_CPU
-from modal_service import Attempt, modal_command
+from modal_service import Attempt, modal_command, modal_in_process
 
 from cats_model.cloud.settings import load_settings
 
@@ -15,8 +15,14 @@ OUTPUTS = "cats-model-outputs"
 pytestmark = pytest.mark.slow
 
 
-def run(service, *overrides: str, timeout: float = 600):
-    return modal_command(service, "run", str(APP_FILE), "--", *REMOTE_CPU, *overrides, timeout=timeout)
+def run(service, *overrides: str, timeout: float = 600, client=modal_in_process):
+    """`modal run launch/modal_app.py -- OVERRIDES`; `client=modal_command` for a client process of its own."""
+    return client(service, "run", str(APP_FILE), "--", *REMOTE_CPU, *overrides, timeout=timeout)
+
+
+def run_apart(service, *overrides: str):
+    """The same, in a process of its own: for two clients at once."""
+    return run(service, *overrides, client=modal_command)
 
 
 def error_lines(result) -> list[str]:
@@ -110,7 +116,7 @@ def test_a_run_held_running_is_waited_for_and_one_submitted_again_is_followed_no
         "+callbacks.gate.before_epoch=0",
         "+callbacks.gate.timeout_s=900",
     ]
-    first = in_background(run, modal_service, "run_name=twice", *held)
+    first = in_background(run_apart, modal_service, "run_name=twice", *held)
     record = modal_service.volume_path(OUTPUTS) / "runs/twice/launch.json"
     deadline = time.time() + 300
     while (
@@ -118,7 +124,7 @@ def test_a_run_held_running_is_waited_for_and_one_submitted_again_is_followed_no
         and time.time() < deadline
     ):
         time.sleep(0.2)
-    second = in_background(run, modal_service, "run_name=twice", *held)
+    second = in_background(run_apart, modal_service, "run_name=twice", *held)
     # The second client asked for the running call's state: a poll that may not wait (the first polls for 0.5 s).
     while 0 not in modal_service.polls and time.time() < deadline:
         time.sleep(0.2)

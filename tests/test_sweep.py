@@ -18,7 +18,7 @@ from hydra.core.singleton import Singleton
 from hydra.plugins.launcher import Launcher
 from hydra.test_utils.launcher_common_tests import IntegrationTestSuite, LauncherTestSuite
 from hydra.version import VersionBase
-from modal_service import Attempt, client_process, modal_command
+from modal_service import Attempt, client_process, modal_in_process
 
 from cats_model.cloud.settings import load_settings
 
@@ -87,7 +87,7 @@ def test_a_grid_sweep_through_modal_run_makes_one_call_per_job_on_its_gpu(
     sweep_dir = tmp_path / "grid"
     args = ("run", str(APP_FILE), "--", "-m", *REMOTE_CPU, "gpu=T4,L4", f"hydra.sweep.dir={sweep_dir}")
     service.script("train", Attempt(hold_s=2), Attempt(hold_s=2))  # both seen running across several polls
-    result = modal_command(service, *args)
+    result = modal_in_process(service, *args)
     assert result.returncode == 0, result.stderr[-3000:]
     # `modal run` started the app (ephemeral), not the launcher; then one call per job, each on its GPU.
     assert [app["state"] for app in service.apps.values()] == ["stopped"]
@@ -117,14 +117,14 @@ def test_a_grid_sweep_through_modal_run_makes_one_call_per_job_on_its_gpu(
         assert row["cost_usd"] == round(settings.cost(row["duration_s"], gpu), 4) > 0
 
     # The same sweep again: nothing is trained or tested again, and the table is the same.
-    again = modal_command(service, *args)
+    again = modal_in_process(service, *args)
     assert again.returncode == 0, again.stderr[-3000:]
     assert len(service.calls_of("train")) == 2
     assert "2 of 2 jobs finished earlier with the same overrides" in again.stdout
     assert read_summary(sweep_dir) == rows
 
     # One epoch more: both jobs run again, each resuming its run on the volume.
-    longer = modal_command(service, *args, "trainer.max_epochs=2")
+    longer = modal_in_process(service, *args, "trainer.max_epochs=2")
     assert longer.returncode == 0, longer.stderr[-3000:]
     assert len(service.calls_of("train")) == 4
     # Its prepare_data call found the data prepared by the first: it built nothing (no torch, no listing).
