@@ -110,7 +110,20 @@ def guard_sets(model: TorchModel, options: Int8Options) -> GuardSets:
     if not labelled:
         raise UserError(f"no images to check the int8 model on in {eval_source}")
     sample = random.Random(0).sample(calibration, min(options.calibration_images, len(calibration)))
+    if not any_readable(sample, model.info):
+        raise UserError(f"none of the calibration images in {calibration_source} could be read")
+    if not any_readable([path for path, _ in labelled], model.info):
+        raise UserError(f"none of the images to check the int8 model on in {eval_source} could be read")
     return GuardSets(sample, calibration_source, labelled, eval_source)
+
+
+def any_readable(paths: list[str], info: ModelInfo) -> bool:
+    """Whether one of `paths` reads as an image, tried a batch at a time until one does (usually the first batch):
+    a folder of unreadable files is refused before the export, not after it."""
+    return any(
+        read_images(paths[start : start + CALIBRATION_BATCH], info)[1] is not None
+        for start in range(0, len(paths), CALIBRATION_BATCH)
+    )
 
 
 class Calibration:

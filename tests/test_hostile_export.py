@@ -1,24 +1,18 @@
 """Exports that fail: every failure one line, and a failed export leaves the previous model and sidecar a pair."""
 
 import errno
-import shutil
 
 import pytest
 from isolated import png
-from tiny_models import CLASSES, tiny_checkpoint
+from tiny_models import CLASSES, tiny_checkpoint, tiny_onnx
 
 from cats_model import export
-from cats_model.inference import load_model, sidecar_path
-
-pytestmark = pytest.mark.slow  # each export takes seconds
+from cats_model.inference import load_model
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("exported")
-    checkpoint = tiny_checkpoint(folder / "run" / "checkpoints" / "best.ckpt")
-    export.main([str(checkpoint), "--out", str(folder / "model.onnx")])
-    return checkpoint, folder / "model.onnx"
+def checkpoint(tmp_path_factory):
+    return tiny_checkpoint(tmp_path_factory.mktemp("run") / "checkpoints" / "best.ckpt")
 
 
 def run_export(capsys, *args: str) -> str:
@@ -30,8 +24,7 @@ def run_export(capsys, *args: str) -> str:
     return err
 
 
-def test_an_out_folder_that_cannot_be_written_fails_before_the_export(exported, tmp_path, capsys):
-    checkpoint, _ = exported
+def test_an_out_folder_that_cannot_be_written_fails_before_the_export(checkpoint, tmp_path, capsys):
     (tmp_path / "file").write_text("a file, not a folder")
     err = run_export(capsys, str(checkpoint), "--out", str(tmp_path / "file" / "model.onnx"))
     assert err.startswith(
@@ -39,13 +32,9 @@ def test_an_out_folder_that_cannot_be_written_fails_before_the_export(exported, 
     )
 
 
-def test_a_failed_export_leaves_the_previous_model_and_sidecar_a_pair(
-    exported, tmp_path, capsys, monkeypatch
-):
-    checkpoint, model = exported
-    out = tmp_path / "model.onnx"
-    shutil.copy(model, out)
-    shutil.copy(sidecar_path(model), sidecar_path(out))
+@pytest.mark.slow  # the export runs, and fails as it writes
+def test_a_failed_export_leaves_the_previous_model_and_sidecar_a_pair(tmp_path, monkeypatch):
+    out = tiny_onnx(tmp_path / "model.onnx")  # the previous model and its sidecar
 
     def disk_full(path):
         raise OSError(errno.ENOSPC, "No space left on device")
@@ -63,15 +52,25 @@ def test_a_failed_export_leaves_the_previous_model_and_sidecar_a_pair(
     assert load_model(out).info.class_names == tuple(CLASSES)  # the sidecar still describes the model
 
 
-def test_calibration_images_that_are_all_unreadable_are_one_line(exported, tmp_path, capsys):
-    checkpoint, _ = exported
-    calibration, labelled = tmp_path / "calibration", tmp_path / "eval" / CLASSES[0]
-    calibration.mkdir()
-    labelled.mkdir(parents=True)
+def test_calibration_or_guard_images_that_are_all_unreadable_are_one_line_before_the_export(
+    checkpoint, tmp_path, capsys, monkeypatch
+):
+    monkeypatch.setattr(export, "export_fp32", None)  # never reached: the images are refused first
+    readable, unreadable = tmp_path / "readable", tmp_path / "unreadable"
+    for folder in (readable / CLASSES[0], unreadable / CLASSES[0]):
+        folder.mkdir(parents=True)
     for i in range(3):
-        (calibration / f"{i}.jpg").write_bytes(b"not a photo")
-        (labelled / f"{i}.png").write_bytes(png(40, 40))
-    err = run_export(capsys, str(checkpoint), "--out", str(tmp_path / "int8.onnx"), "--int8",
-                     "--calibration", str(calibration), "--eval", str(tmp_path / "eval"))  # fmt: skip
-    assert err == f"error: none of the calibration images in {calibration} could be read\n"
+        (readable / CLASSES[0] / f"{i}.png").write_bytes(png(40, 40))
+        (unreadable / CLASSES[0] / f"{i}.jpg").write_bytes(b"not a photo")
+    for calibration, labelled, message in (
+        (unreadable, readable, f"none of the calibration images in {unreadable} could be read"),
+        (
+            readable,
+            unreadable,
+            f"none of the images to check the int8 model on in {unreadable} could be read",
+        ),
+    ):
+        err = run_export(capsys, str(checkpoint), "--out", str(tmp_path / "int8.onnx"), "--int8",
+                         "--calibration", str(calibration), "--eval", str(labelled))  # fmt: skip
+        assert err == f"error: {message}\n"
     assert not (tmp_path / "int8.onnx").exists()
