@@ -6,7 +6,7 @@ import socket
 import urllib.request
 
 import pytest
-from helpers import assert_one_line_error, fast_without, run_cli
+from helpers import assert_one_line_error, fast_without, run_cli, run_cli_in_process
 from omegaconf import OmegaConf
 
 from cats_model.config import compose_train_config
@@ -27,9 +27,10 @@ def closed_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.slow
 def test_missing_dataset_names_the_download_command(tmp_path):
-    result = run_cli("debug=default", f"data.root={tmp_path}/pets", f"hydra.run.dir={tmp_path}/run")
+    result = run_cli_in_process(
+        "debug=default", f"data.root={tmp_path}/pets", f"hydra.run.dir={tmp_path}/run"
+    )
     assert_one_line_error(
         result, "error: no Oxford-IIIT Pet dataset", "bash data/download.sh", "data=synthetic"
     )
@@ -114,9 +115,8 @@ def test_a_failed_start_removes_only_a_run_folder_with_nothing_of_its_own(tmp_pa
             assert {p.name for p in kept.iterdir()} >= {".hydra", ".lock", "train.log"}
 
 
-@pytest.mark.slow
 def test_a_mistyped_override_key_names_the_closest_one(tmp_path):
-    result = run_cli("trainer.max_epoch=3", f"hydra.run.dir={tmp_path}/run")
+    result = run_cli_in_process("trainer.max_epoch=3", f"hydra.run.dir={tmp_path}/run")
     assert_one_line_error(
         result, "trainer.max_epoch is not a key of the config (did you mean trainer.max_epochs?)"
     )
@@ -140,9 +140,8 @@ def test_mistyped_keys_are_one_line_where_a_config_is_composed(override, message
     assert str(raised.value).startswith(message)
 
 
-@pytest.mark.slow
 def test_unknown_data_choice_lists_the_choices(tmp_path):
-    result = run_cli("data=imagenet", f"hydra.run.dir={tmp_path}/run")
+    result = run_cli_in_process("data=imagenet", f"hydra.run.dir={tmp_path}/run")
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert result.stderr.splitlines()[0] == "In 'train': Could not find 'data/imagenet'"
     assert "\tcat_breeds" in result.stderr
@@ -150,6 +149,7 @@ def test_unknown_data_choice_lists_the_choices(tmp_path):
 
 @pytest.mark.slow
 def test_a_sweep_on_modal_without_credentials(tmp_path):
+    # A process of its own: Modal's client finds its config file under HOME as it is imported.
     result = run_cli(
         "-m", "hydra/launcher=modal", *SMOKE, "trainer.max_epochs=1,2", f"hydra.sweep.dir={tmp_path}/sweep",
         env_extra={"HOME": str(tmp_path), "MODAL_TOKEN_ID": "", "MODAL_TOKEN_SECRET": ""},
@@ -166,7 +166,7 @@ def test_a_sweep_on_modal_without_credentials(tmp_path):
 @pytest.mark.slow
 def test_secrets_in_the_environment_are_never_written(tmp_path):
     secret = "as-secret-0123456789abcdef"
-    result = run_cli(
+    result = run_cli_in_process(
         *SMOKE,
         f"hydra.run.dir={tmp_path}/run",
         env_extra={"MODAL_TOKEN_SECRET": secret, "WANDB_API_KEY": secret},

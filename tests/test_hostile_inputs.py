@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import FAST, assert_one_line_error, run_cli
+from helpers import FAST, assert_one_line_error, run_cli_in_process
 from isolated import run_python
 from tiny_models import tiny_checkpoint
 
@@ -139,10 +139,11 @@ def test_a_lock_file_that_is_a_link_or_a_folder_is_one_line_and_nothing_is_writt
     assert outside.read_text() == "keep me\n"
 
 
-@pytest.mark.slow
 def test_a_run_name_that_is_a_path_is_refused_before_any_folder_is_made(tmp_path):
     outputs = tmp_path / "outputs"
-    result = run_cli(*FAST, "run_name=../../elsewhere/x", env_extra={"CATS_MODEL_OUTPUT_DIR": str(outputs)})
+    result = run_cli_in_process(
+        *FAST, "run_name=../../elsewhere/x", env_extra={"CATS_MODEL_OUTPUT_DIR": str(outputs)}
+    )
     assert_one_line_error(result, "error: run_name='../../elsewhere/x' must be one folder name")
     assert not (tmp_path / "elsewhere").exists() and not outputs.exists()
 
