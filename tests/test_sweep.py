@@ -1,24 +1,22 @@
 """Hydra multirun through the Modal launcher plugin: Hydra's own launcher suites, then real sweeps offline.
 
-The Modal backend's sweeps run as a user starts them, in processes of their own (`python -m cats_model.train -m`,
-and `modal run launch/modal_app.py -- -m` through Modal's own CLI), against the offline Modal service
+The Modal backend's sweeps run as a user starts them (`python -m cats_model.train -m`, and `modal run
+launch/modal_app.py -- -m` through Modal's own CLI), in the test's process, against the offline Modal service
 (tests/modal_service.py): every call runs the real function body in a container process of its own, held
 running across several polls.
 """
 
 import json
-import subprocess
-import sys
 
 import pytest
 from conftest import started_modal_service
-from helpers import APP_FILE, FAST, REMOTE_CPU
+from helpers import APP_FILE, FAST, REMOTE_CPU, run_cli_in_process
 from hydra.core.plugins import Plugins
 from hydra.core.singleton import Singleton
 from hydra.plugins.launcher import Launcher
 from hydra.test_utils.launcher_common_tests import IntegrationTestSuite, LauncherTestSuite
 from hydra.version import VersionBase
-from modal_service import Attempt, client_process, modal_in_process
+from modal_service import Attempt, modal_in_process
 
 from cats_model.cloud.settings import load_settings
 
@@ -66,10 +64,9 @@ def read_summary(sweep_dir):
 
 def test_a_typo_in_any_job_stops_the_sweep_before_any_job_starts(tmp_path, monkeypatch):
     monkeypatch.setenv("CATS_MODEL_OUTPUT_DIR", str(tmp_path / "outputs"))
-    result = subprocess.run(
-        [sys.executable, "-m", "cats_model.train", "-m", "hydra/launcher=modal", "hydra.launcher.backend=local",
-         *FAST, "optimizer._target_=torch.optim.AdamW,nonexistent", f"hydra.sweep.dir={tmp_path / 'sweep'}"],
-        capture_output=True, text=True, timeout=300,
+    result = run_cli_in_process(
+        "-m", "hydra/launcher=modal", "hydra.launcher.backend=local", *FAST,
+        "optimizer._target_=torch.optim.AdamW,nonexistent", f"hydra.sweep.dir={tmp_path / 'sweep'}",
     )  # fmt: skip
     assert result.returncode == 2
     # Reported as Hydra reports a launcher's error: the message, no traceback.
@@ -151,18 +148,18 @@ def test_a_grid_sweep_through_modal_run_makes_one_call_per_job_on_its_gpu(
 
 @pytest.mark.slow
 def test_optuna_on_the_modal_backend_trains_one_model_per_trial_and_a_failed_trial_is_recorded(
-    tmp_path, modal_service
+    tmp_path, modal_client
 ):
+    modal_service = modal_client  # this process's client: the sweep runs here, its trials in containers
     sweep_dir = tmp_path / "optuna"
     attempts = load_settings().train["retries"]["max_retries"] + 1
     # The first trial held running across several polls; the second fails on every attempt.
     modal_service.script(
         "train", Attempt(hold_s=2), *[Attempt(exception="injected trial failure")] * attempts
     )
-    result = client_process(
-        modal_service, "-m", "cats_model.train", "hparams_search=optuna_lr", "hydra/launcher=modal",
-        "hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=2", "~hydra.sweeper.params.model",
-        "hydra.launcher.detach=true", *REMOTE_CPU, f"hydra.sweep.dir={sweep_dir}",
+    result = run_cli_in_process(
+        "hparams_search=optuna_lr", "hydra/launcher=modal", "hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=2",
+        "~hydra.sweeper.params.model", "hydra.launcher.detach=true", *REMOTE_CPU, f"hydra.sweep.dir={sweep_dir}",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     # The launcher starts the app itself (detached: the jobs outlive this process), then one call per trial.
@@ -182,11 +179,10 @@ def test_optuna_on_the_modal_backend_trains_one_model_per_trial_and_a_failed_tri
 def test_optuna_sweeper_drives_the_local_backend(tmp_path, monkeypatch):
     monkeypatch.setenv("CATS_MODEL_OUTPUT_DIR", str(tmp_path / "outputs"))
     sweep_dir = tmp_path / "optuna"
-    result = subprocess.run(
-        [sys.executable, "-m", "cats_model.train", "hparams_search=optuna_lr", "hydra/launcher=modal",
-         "hydra.launcher.backend=local", "hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=2",
-         "~hydra.sweeper.params.model", *FAST, f"hydra.sweep.dir={sweep_dir}"],
-        capture_output=True, text=True, timeout=900,
+    result = run_cli_in_process(
+        "hparams_search=optuna_lr", "hydra/launcher=modal", "hydra.launcher.backend=local",
+        "hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=2", "~hydra.sweeper.params.model", *FAST,
+        f"hydra.sweep.dir={sweep_dir}",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     rows = read_summary(sweep_dir)

@@ -7,12 +7,10 @@ import json
 import os
 import re
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from helpers import FAST
+from helpers import FAST, run_cli_in_process
 
 from cats_model.cloud.__main__ import main as cloud_main
 from cats_model.cloud.ending import how_it_ended
@@ -81,12 +79,11 @@ def test_a_local_sweep_runs_each_job_alone_and_reports_its_failed_ones_in_one_li
     # job 1 is SIGKILLed at its first batch, as by the OOM killer; job 0 trains (its fault's epoch never comes).
     kill = ["+callbacks.fault._target_=faults.KillAt", "+callbacks.fault.point=train_batch",
             f"+callbacks.fault.marker={tmp_path / 'killed'}"]  # fmt: skip
-    result = subprocess.run(
-        [sys.executable, "-m", "cats_model.train", "-m", "hydra/launcher=modal", "hydra.launcher.backend=local",
-         *FAST, *kill, "trainer.precision=32-true,bogus", "+callbacks.fault.epoch=9,0",
-         f"hydra.sweep.dir={sweep_dir}"],
-        capture_output=True, text=True, timeout=600,
-        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS_DIR), os.environ.get("PYTHONPATH", "")])},
+    # The sweep's own process is this one; each job's runs apart, and finds the fault callbacks by PYTHONPATH.
+    result = run_cli_in_process(
+        "-m", "hydra/launcher=modal", "hydra.launcher.backend=local", *FAST, *kill, "trainer.precision=32-true,bogus",
+        "+callbacks.fault.epoch=9,0", f"hydra.sweep.dir={sweep_dir}",
+        env_extra={"PYTHONPATH": os.pathsep.join([str(TESTS_DIR), os.environ.get("PYTHONPATH", "")])},
     )  # fmt: skip
     output = result.stdout + result.stderr
     assert result.returncode != 0 and "Traceback" not in output, output[-3000:]
