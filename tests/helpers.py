@@ -1,8 +1,12 @@
 """What several test modules share: the overrides of a tiny run, and running the training command."""
 
+import contextlib
+import logging
 import os
 import subprocess
 import sys
+import tempfile
+from collections.abc import Callable
 
 from cats_model.paths import PROJECT_ROOT
 
@@ -52,44 +56,77 @@ def run_cli(*overrides: str, cwd=None, env_extra: dict | None = None) -> subproc
 def run_cli_in_process(*overrides: str, env_extra: dict | None = None) -> subprocess.CompletedProcess:
     """`python -m cats_model.train OVERRIDES` run in this process: the module's `__main__` block itself (runpy), its
     output and exit status as its process would give them, without the 4 s of importing torch and Lightning again.
-    For what the command says; the tests that start it in a process of its own hold what only a process shows.
-    The environment, the command line and the logging that Hydra sets up are put back afterwards."""
-    import contextlib
-    import io
-    import logging
+    For what the command says; the tests that start it in a process of its own hold what only a process shows
+    (its start, its signals, a library's warnings, which pytest catches in this one)."""
     import runpy
     import warnings
 
-    root = logging.getLogger()
-    saved_logging = (root.handlers[:], root.level)
-    saved_env = {key: os.environ.get(key) for key in [*(env_extra or {}), "HYDRA_FULL_ERROR"]}
-    saved_argv = sys.argv
-    stdout, stderr, code = io.StringIO(), io.StringIO(), 0
-    os.environ.pop("HYDRA_FULL_ERROR", None)  # as run_cli: Hydra's short error messages
-    os.environ.update(env_extra or {})
-    sys.argv = ["cats_model.train", *overrides]
-    try:
-        with (
-            contextlib.redirect_stdout(stdout),
-            contextlib.redirect_stderr(stderr),
-            warnings.catch_warnings(),
-        ):
+    def main() -> None:
+        with warnings.catch_warnings():
             # runpy's note that the module was imported already: its `__main__` block runs in a copy of its own
             warnings.filterwarnings("ignore", "'cats_model.train' found in sys.modules", RuntimeWarning)
             runpy.run_module("cats_model.train", run_name="__main__", alter_sys=True)
-    except SystemExit as end:
-        code = end.code if isinstance(end.code, int) else (0 if end.code is None else 1)
-    finally:
-        sys.argv = saved_argv
-        for key, value in saved_env.items():
-            os.environ.pop(key, None) if value is None else os.environ.__setitem__(key, value)
-        for handler in root.handlers[:]:
-            if handler not in saved_logging[0]:
+
+    # As run_cli: without HYDRA_FULL_ERROR, Hydra's short error messages.
+    with like_a_process(
+        ["cats_model.train", *overrides], {**(env_extra or {}), "HYDRA_FULL_ERROR": None}
+    ) as output:
+        code = exit_status(main)
+    return subprocess.CompletedProcess(["python", "-m", "cats_model.train", *overrides], code, **output)
+
+
+@contextlib.contextmanager
+def like_a_process(argv: list[str], env: dict[str, str | None]):
+    """For a command's main run in this process: sys.argv and the environment set (None: unset), and its stdout and
+    stderr, Python's and those of the processes it starts alike, into files as a pipe would take its process's; the
+    yielded dict gets their text at the end. Everything is put back, the logging handlers it set up included."""
+    root = logging.getLogger()
+    saved_logging = root.handlers[:], root.level
+    saved_env = {key: os.environ.get(key) for key in env}
+    saved_argv, saved_streams = sys.argv, (sys.stdout, sys.stderr)
+    output = {}
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        for stream in saved_streams:
+            stream.flush()
+        saved_fds = os.dup(1), os.dup(2)
+        try:
+            set_environment(env)
+            sys.argv = list(argv)
+            os.dup2(out.fileno(), 1)
+            os.dup2(err.fileno(), 2)
+            sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115 (put back below)
+            sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
+            yield output
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            sys.stdout, sys.stderr = saved_streams
+            for fd, saved in zip((1, 2), saved_fds):
+                os.dup2(saved, fd)
+                os.close(saved)
+            sys.argv = saved_argv
+            set_environment(saved_env)
+            for handler in set(root.handlers) - set(saved_logging[0]):
                 root.removeHandler(handler)
                 handler.close()
-        root.handlers[:], root.level = saved_logging
-    return subprocess.CompletedProcess(["python", "-m", "cats_model.train", *overrides], code, stdout.getvalue(),
-                                       stderr.getvalue())  # fmt: skip
+            root.handlers[:], root.level = saved_logging
+            out.seek(0)
+            err.seek(0)
+            output.update(stdout=out.read(), stderr=err.read())
+
+
+def set_environment(values: dict[str, str | None]) -> None:
+    for key, value in values.items():
+        os.environ.pop(key, None) if value is None else os.environ.__setitem__(key, value)
+
+
+def exit_status(main: Callable[[], object]) -> int:
+    """The status the process of `main` would exit with: 0 when it returns, else its SystemExit's."""
+    try:
+        main()
+    except SystemExit as end:
+        return end.code if isinstance(end.code, int) else (0 if end.code is None else 1)
+    return 0
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> None:

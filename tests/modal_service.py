@@ -970,47 +970,42 @@ def modal_in_process(service: ModalService, *args: str, timeout: float = 600) ->
     again, about 4 s of CPU). modal_command serves the tests of what only a process shows: a closed terminal, two
     clients at once, an app imported with nothing else loaded. Run in a thread, so that a client that hangs fails
     the test after `timeout` (its thread is left behind)."""
-    import io
     import warnings
-    from contextlib import redirect_stderr, redirect_stdout
 
     import modal.__main__
     import modal.client
+    from helpers import exit_status, like_a_process
 
     from cats_model.cloud import calls
 
-    saved = {
-        "argv": sys.argv, "path": sys.path[:], "excepthook": sys.excepthook, "showwarning": warnings.showwarning,
-        "modules": {name: sys.modules.get(name) for name in ("modal_app",)}, "poll_s": calls.RESULT_POLL_S,
-        "environ": {key: os.environ.get(key) for key in service.env()},
-    }  # fmt: skip
-    stdout, stderr, outcome = io.StringIO(), io.StringIO(), {}
-
-    def main() -> None:
-        try:
-            modal.__main__.main()
-        except SystemExit as end:  # click's standalone mode always ends this way
-            outcome["code"] = end.code if isinstance(end.code, int) else (0 if end.code is None else 1)
-
-    os.environ.update(service.env())
+    saved = sys.path[:], sys.excepthook, warnings.showwarning, calls.RESULT_POLL_S
+    status = {}
     calls.RESULT_POLL_S = 0.5  # as client_process: a call is seen running across several polls
     modal.client._Client._set_env_client(None)  # a fresh client: the last one knew another service
-    sys.argv = ["modal", *args]
     try:
-        with redirect_stdout(stdout), redirect_stderr(stderr):
-            thread = threading.Thread(target=main, daemon=True)
+        with own_modal_app(), like_a_process(["modal", *args], service.env()) as output:
+            thread = threading.Thread(target=lambda: status.update(code=exit_status(modal.__main__.main)))
+            thread.daemon = True
             thread.start()
             thread.join(timeout)
         if thread.is_alive():
-            raise AssertionError(f"modal {args} still ran after {timeout} s:\n{stderr.getvalue()[-3000:]}")
+            raise AssertionError(f"modal {args} still ran after {timeout} s:\n{output['stderr'][-3000:]}")
     finally:
-        sys.argv, sys.path[:], sys.excepthook = saved["argv"], saved["path"], saved["excepthook"]
-        warnings.showwarning, calls.RESULT_POLL_S = saved["showwarning"], saved["poll_s"]
-        for name, module in saved["modules"].items():
-            sys.modules.pop(name, None) if module is None else sys.modules.__setitem__(name, module)
-        for key, value in saved["environ"].items():
-            os.environ.pop(key, None) if value is None else os.environ.__setitem__(key, value)
+        sys.path[:], sys.excepthook, warnings.showwarning, calls.RESULT_POLL_S = saved
         modal.client._Client._set_env_client(None)
-    return subprocess.CompletedProcess(
-        ["modal", *args], outcome.get("code", 1), stdout.getvalue(), stderr.getvalue()
-    )
+    return subprocess.CompletedProcess(["modal", *args], status.get("code", 1), **output)
+
+
+@contextlib.contextmanager
+def own_modal_app():
+    """launch/modal_app.py loaded anew by a command run in this process, as its own process would load it; the
+    module loaded before is put back afterwards. A module shared across services would keep its volumes bound to
+    the first one: Modal resolves a hydrated object only once (modal/_object.py::hydrate), and an app's run
+    leaves it as it is (modal/_resolver.py::load)."""
+    saved = sys.modules.pop("modal_app", None)
+    try:
+        yield
+    finally:
+        sys.modules.pop("modal_app", None)
+        if saved is not None:
+            sys.modules["modal_app"] = saved

@@ -9,6 +9,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
+from helpers import run_cli_in_process
 from pet_mirror import Mirror, md5s, oxford_archives, tar_gz, tar_gz_entries
 
 from cats_model.data.datamodule import CatBreedsDataModule
@@ -70,24 +71,10 @@ def test_download_sh_then_train_on_it(tmp_path, archives):
     dm.setup()
     assert len(dm.class_names) == 12 and sum(label >= 0 for _, label in dm.splits.test) == 24  # and the dogs
 
-    train = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "cats_model.train",
-            "debug=default",
-            "data=cat_breeds",
-            f"data.root={root}",
-            "data.image_size=32",
-            "model=mobilenet_v3_small",
-            "model.pretrained=false",
-            f"hydra.run.dir={tmp_path}/run",
-            "callbacks.progress_bar=null",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    train = run_cli_in_process(
+        "debug=default", "data=cat_breeds", f"data.root={root}", "data.image_size=32", "model=mobilenet_v3_small",
+        "model.pretrained=false", f"hydra.run.dir={tmp_path}/run", "callbacks.progress_bar=null",
+    )  # fmt: skip
     assert train.returncode == 0, train.stderr[-3000:]
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["classes"] == dm.class_names
 

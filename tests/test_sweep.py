@@ -16,7 +16,7 @@ from hydra.core.singleton import Singleton
 from hydra.plugins.launcher import Launcher
 from hydra.test_utils.launcher_common_tests import IntegrationTestSuite, LauncherTestSuite
 from hydra.version import VersionBase
-from modal_service import Attempt, modal_in_process
+from modal_service import Attempt, modal_in_process, own_modal_app
 
 from cats_model.cloud.settings import load_settings
 
@@ -157,10 +157,12 @@ def test_optuna_on_the_modal_backend_trains_one_model_per_trial_and_a_failed_tri
     modal_service.script(
         "train", Attempt(hold_s=2), *[Attempt(exception="injected trial failure")] * attempts
     )
-    result = run_cli_in_process(
-        "hparams_search=optuna_lr", "hydra/launcher=modal", "hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=2",
-        "~hydra.sweeper.params.model", "hydra.launcher.detach=true", *REMOTE_CPU, f"hydra.sweep.dir={sweep_dir}",
-    )  # fmt: skip
+    with own_modal_app():
+        result = run_cli_in_process(
+            "hparams_search=optuna_lr", "hydra/launcher=modal", "hydra.sweeper.n_trials=2",
+            "hydra.sweeper.n_jobs=2", "~hydra.sweeper.params.model", "hydra.launcher.detach=true", *REMOTE_CPU,
+            f"hydra.sweep.dir={sweep_dir}",
+        )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     # The launcher starts the app itself (detached: the jobs outlive this process), then one call per trial.
     assert [app["state"] for app in modal_service.apps.values()] == ["detached"]
