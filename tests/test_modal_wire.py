@@ -21,7 +21,7 @@ def run(service, *overrides: str, timeout: float = 600, client=modal_in_process)
 
 
 def run_apart(service, *overrides: str):
-    """The same, in a process of its own: for two clients at once."""
+    """The same, in a process of its own: for a second client beside the first."""
     return run(service, *overrides, client=modal_command)
 
 
@@ -116,7 +116,7 @@ def test_a_run_held_running_is_waited_for_and_one_submitted_again_is_followed_no
         "+callbacks.gate.before_epoch=0",
         "+callbacks.gate.timeout_s=900",
     ]
-    first = in_background(run_apart, modal_service, "run_name=twice", *held)
+    first = in_background(run, modal_service, "run_name=twice", *held)
     record = modal_service.volume_path(OUTPUTS) / "runs/twice/launch.json"
     deadline = time.time() + 300
     while (
