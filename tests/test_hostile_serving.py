@@ -171,7 +171,7 @@ def test_an_opt_in_token_keeps_out_who_does_not_send_it(model, monkeypatch):
 def test_sigterm_stops_the_server_while_a_request_is_still_arriving(model):
     import signal
 
-    with serving(model, "--idle-timeout-s", "3600") as (url, process):
+    with serving(model, "--idle-timeout-s", "3600", "--shutdown-grace-s", "1") as (url, process):
         host, port = url.removeprefix("http://").split(":")
         with socket.create_connection((host, int(port)), timeout=60) as slow:
             slow.sendall(

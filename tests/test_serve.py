@@ -277,6 +277,7 @@ def test_serve_refuses_bad_options_in_one_line(trained, capsys):
 
     for args, sentence in ((["--max-batch-size", "0"], "--max-batch-size must be an integer in [1, 4096]"),
                            (["--port", "70000"], "--port must be 1 to 65535"),
+                           (["--shutdown-grace-s", "nan"], "--shutdown-grace-s must be a number in [0, 3600]"),
                            (["--device", "meta"], "--device meta: only cpu and cuda")):  # fmt: skip
         with pytest.raises(SystemExit) as exit_info:
             main([trained[0], *args])

@@ -10,9 +10,12 @@ import os
 from cats_model.errors import UserError, exit_on_user_error
 from cats_model.inference import load_model
 from cats_model.serve.app import create_app, model_threads
-from cats_model.serve.http import http_server, listening_socket
+from cats_model.serve.http import SHUTDOWN_S, http_server, listening_socket
 from cats_model.serve.options import DEFAULTS, ServeOptions
 from cats_model.serve.token import TOKEN_ENV
+from cats_model.validation import Range
+
+SHUTDOWN_GRACE_ALLOWED = Range(0, 3600)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -47,6 +50,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=DEFAULTS.idle_timeout_s,
         help="drop a request whose head or body stops arriving for this long",
     )
+    parser.add_argument(
+        "--shutdown-grace-s",
+        type=float,
+        default=SHUTDOWN_S,
+        help="on SIGTERM, how long requests under way get to finish",
+    )
     return parser.parse_args(argv)
 
 
@@ -56,6 +65,8 @@ def options_from(args: argparse.Namespace) -> ServeOptions:
         raise UserError(f"--threads must be 1 to 1024, got {args.threads}")
     if not 0 < args.port < 65536:
         raise UserError(f"--port must be 1 to 65535, got {args.port}")
+    if args.shutdown_grace_s not in SHUTDOWN_GRACE_ALLOWED:
+        raise UserError(f"--shutdown-grace-s must be {SHUTDOWN_GRACE_ALLOWED}, got {args.shutdown_grace_s}")
     return ServeOptions(
         args.max_batch_size,
         args.max_wait_ms,
@@ -74,7 +85,7 @@ def main(argv: list[str] | None = None) -> None:
         listening = listening_socket(args.host, args.port)  # a port in use: one line, before "serving ... at"
     needs = f" (send the token of {TOKEN_ENV})" if os.environ.get(TOKEN_ENV) else ""
     print(f"serving {args.model} at http://{args.host}:{args.port}/{needs}", flush=True)
-    http_server(app, options.idle_timeout_s).run(sockets=[listening])
+    http_server(app, options.idle_timeout_s, args.shutdown_grace_s).run(sockets=[listening])
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from cats_model.errors import UserError
 from cats_model.serve.body_limit import MAX_HEAD_BYTES, head_too_large
 
 KEEP_ALIVE_S = 5  # an idle connection between requests is closed after this
-SHUTDOWN_S = 10  # on SIGTERM, requests under way get this long to finish
+SHUTDOWN_S = 10  # on SIGTERM, requests under way get this long to finish (--shutdown-grace-s)
 # After refusing a request it has not read whole, what the client still sends is read and dropped until it has
 # been quiet LINGER_S, and never longer than LINGER_MAX_S in all (nginx: 5 s and 30 s).
 LINGER_S, LINGER_MAX_S = 2, 30
@@ -142,14 +142,14 @@ def guarded_h11(head_deadline_s: float) -> type[H11Protocol]:
     return type("GuardedH11", (GuardedH11,), {"head_deadline_s": head_deadline_s})
 
 
-def http_server(app, idle_timeout_s: float) -> uvicorn.Server:
+def http_server(app, idle_timeout_s: float, shutdown_grace_s: float) -> uvicorn.Server:
     config = uvicorn.Config(
         app,
         http=guarded_h11(idle_timeout_s),
         h11_max_incomplete_event_size=MAX_HEAD_BYTES,  # a head sent in pieces: h11 stops buffering it (431)
         ws="none",  # no websocket routes: an upgrade is refused, never handed the lingering transport
         timeout_keep_alive=KEEP_ALIVE_S,
-        timeout_graceful_shutdown=SHUTDOWN_S,  # SIGTERM stops the server even while requests are still open
+        timeout_graceful_shutdown=shutdown_grace_s,  # SIGTERM stops the server even with requests still open
         log_level="warning",
     )
     return uvicorn.Server(config)
