@@ -69,8 +69,8 @@ CPU = Sizes(
         "model=resnet18 model.pretrained=false trainer.max_epochs=2 trainer.precision=auto".split()
     ),
     bench=tuple(
-        "--images-per-class 8 --image-size 64 --batch-size 16 --workers 0 --epochs 1 --train-size 32 "
-        "--train-steps 8".split()
+        "--images-per-class 4 --image-size 32 --batch-size 8 --workers 0 --epochs 1 --train-size 16 "
+        "--train-steps 4".split()
     ),
     budget_s=900,
 )

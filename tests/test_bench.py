@@ -11,8 +11,8 @@ from cats_model.bench.cli import main
 def test_bench_reports_side_by_side_ratios(tmp_path, capsys):
     out = tmp_path / "bench.json"
     # The GPU section forced on: on a CPU it runs the same code with plain fp32 as the defaults.
-    results = main(["--images-per-class", "8", "--image-size", "64", "--batch-size", "16", "--workers", "0",
-                    "--epochs", "1", "--train-size", "32", "--train-steps", "8", "--gpu-steps", "6",
+    results = main(["--images-per-class", "4", "--image-size", "32", "--batch-size", "8", "--workers", "0",
+                    "--epochs", "1", "--train-size", "16", "--train-steps", "4", "--gpu-steps", "3",
                     "--json", str(out)], accelerator_section=True)  # fmt: skip
     assert json.loads(out.read_text()) == json.loads(json.dumps(results))
     pipeline, framework, accelerator = results["input_pipeline"], results["framework"], results["accelerator"]

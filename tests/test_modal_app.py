@@ -295,7 +295,7 @@ def test_a_run_stops_at_the_ceiling_of_modal_yml(modal_app, mounts, declared):
 @pytest.mark.slow
 def test_bench_local_writes_its_table_to_the_outputs_volume(modal_app, mounts):
     results = modal_app.bench.local(
-        "--images-per-class 8 --image-size 48 --batch-size 8 --workers 0 --epochs 1 --train-size 32 --train-steps 6"
+        "--images-per-class 4 --image-size 48 --batch-size 8 --workers 0 --epochs 1 --train-size 16 --train-steps 4"
     )
     written = list((mounts[1] / "bench").glob("*.json"))
     assert len(written) == 1 and json.loads(written[0].read_text()) == json.loads(json.dumps(results))
