@@ -206,7 +206,9 @@ def test_export_allows_float_rounding_in_proportion_to_the_logits_and_refuses_mo
     assert sidecar["max_abs_logit"] > 1000
     assert sidecar["max_abs_logit_diff"] <= 1e-4 * sidecar["max_abs_logit"]
 
-    # An ONNX model that is off by 0.1% of its logits is refused, and nothing written.
+    # An ONNX model that is off by 0.1% of its logits is refused, and nothing written. Its graph is the one just
+    # exported, copied (the exporter is what takes seconds): what runs again is the parity check.
+    monkeypatch.setattr(torch.onnx, "export", lambda module, args, f, **options: shutil.copyfile(out, f))
     original = onnxruntime.InferenceSession.run
     monkeypatch.setattr(
         onnxruntime.InferenceSession, "run", lambda *a, **k: [x * 1.001 for x in original(*a, **k)]
