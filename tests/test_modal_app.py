@@ -235,50 +235,6 @@ def test_the_training_process_says_why_it_failed_and_only_crashes_raise(
 
 
 @pytest.mark.slow
-def test_train_local_writes_the_run_then_resumes_it(modal_app, mounts):
-    _, outputs = mounts
-    first = modal_app.train.local(REMOTE_CPU, "r1", call())
-    run = outputs / "runs" / "r1"
-    assert (run / "checkpoints" / "last.ckpt").is_file()
-    assert json.loads((run / "metrics.json").read_text())["epoch"] == 1
-    assert first["run_name"] == "r1" and first["epoch"] == 1 and first["resumed_from"] is None
-    assert list((run / "tensorboard").glob("events.out.tfevents.*"))  # logger=[csv,tensorboard] on Modal
-
-    second = modal_app.train.local([*REMOTE_CPU, "trainer.max_epochs=2"], "r1", call())
-    assert second["resumed_from"] == str(run / "checkpoints" / "last.ckpt")
-    assert second["epoch"] == 2 and second["global_step"] == 2 * first["global_step"]
-
-
-@pytest.mark.slow
-def test_a_call_stops_before_its_timeout_and_the_run_continues_in_a_new_call(
-    modal_client, modal_app, mounts, capsys, declared
-):
-    # A timeout just past the stop margin: each call stops after its first training batch, saving last.ckpt.
-    # Two batches per epoch (60 training images, batch 24): the first call trains one, the second the other,
-    # submitted from inside the first call's container.
-    timeout = declared["train"]["stop_before_timeout"] + 1
-    overrides = [*REMOTE_CPU, "data.batch_size=24", f"timeout={timeout}", "gpu=L4", "run_name=long"]
-    result = entry.main(overrides, ModalCalls(modal_app))
-    calls = modal_client.calls_of("train")
-    options = [
-        (c.function.option("resources").gpu_config.gpu_type, c.function.option("timeout_secs")) for c in calls
-    ]
-    assert options == [("L4", timeout), ("L4", timeout)]
-    assert result["calls"] == 2 and result["epoch"] == 1 and result["global_step"] == 2
-    assert result["resumed_from"].endswith("runs/long/checkpoints/last.ckpt")
-    volume = modal_client.volume_path("cats-model-outputs")
-    record = json.loads((volume / "runs" / "long" / "launch.json").read_text())
-    assert (
-        record["status"] == "completed"
-        and record["segment"] == 2
-        and record["container_s"] == result["container_s"]
-    )
-    out = capsys.readouterr().out
-    assert "run long: call 1 stopped before its timeout, call 2 continues it" in out
-    assert f"in 2 calls, about ${load_settings().cost(result['container_s'], 'L4'):.2f} on L4" in out
-
-
-@pytest.mark.slow
 def test_a_run_stops_at_the_ceiling_of_modal_yml(modal_app, mounts, declared):
     ceiling = declared["train"]["max_hours"] * 3600
     spent = call(timeout=declared["train"]["stop_before_timeout"] + 1)

@@ -143,17 +143,33 @@ def test_a_run_held_running_is_waited_for_and_one_submitted_again_is_followed_no
     assert "run twice finished" in second.stdout
 
 
-def test_a_retried_call_that_already_handed_its_run_on_does_not_train_again(modal_service):
-    # Each call stops after one batch (a timeout just past the stop margin) and submits the next; the first is
-    # preempted right after it recorded its successor, so Modal retries it: the retry must only name that successor.
+def test_a_run_past_its_call_timeout_continues_in_a_new_call_even_when_the_first_call_is_retried(
+    modal_service,
+):
+    # A timeout just past the stop margin: each call stops after its first training batch, saving last.ckpt, and
+    # submits the next from inside its container. Two batches per epoch (60 training images, batch 24): the first
+    # call trains one, the second the other. The first is preempted right after it recorded its successor, so
+    # Modal retries it: the retry must only name that successor, not train again.
     timeout = load_settings().train["stop_before_timeout"] + 1
-    modal_service.script("train", Attempt(preempt_when_committed=f"{OUTPUTS}/runs/fork/calls/*.json"))
-    result = run(modal_service, "run_name=fork", "data.batch_size=24", f"timeout={timeout}")
+    modal_service.script("train", Attempt(preempt_when_committed=f"{OUTPUTS}/runs/long/calls/*.json"))
+    result = run(modal_service, "run_name=long", "data.batch_size=24", f"timeout={timeout}", "gpu=L4")
     assert result.returncode == 0, result.stderr[-3000:]
     first, second = modal_service.calls_of("train")
     assert [outcome for _, outcome in first.history] == ["preempted", "success"]
     assert [outcome for _, outcome in second.history] == ["success"]
-    assert "run fork finished: epoch 1" in result.stdout and "in 2 calls" in result.stdout
+    options = [(c.function.option("resources").gpu_config.gpu_type, c.function.option("timeout_secs"))
+               for c in (first, second)]  # fmt: skip
+    assert options == [("L4", timeout), ("L4", timeout)]
+    run_dir = modal_service.volume_path(OUTPUTS) / "runs" / "long"
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert (metrics["epoch"], metrics["global_step"]) == (1, 2)
+    assert metrics["resumed_from"].endswith("runs/long/checkpoints/last.ckpt")
+    record = json.loads((run_dir / "launch.json").read_text())
+    assert record["status"] == "completed" and record["segment"] == 2
+    assert "run long: call 1 stopped before its timeout, call 2 continues it" in result.stdout
+    cost = load_settings().cost(record["container_s"], "L4")
+    assert "run long finished: epoch 1" in result.stdout
+    assert f"in 2 calls, about ${cost:.2f} on L4" in result.stdout
 
 
 def test_a_training_killed_for_memory_is_one_line_and_not_retried(modal_service, tmp_path, monkeypatch):

@@ -105,8 +105,11 @@ def test_a_grid_sweep_through_modal_run_makes_one_call_per_job_on_its_gpu(
         assert "metrics written to" in log and "decoding" not in log
     # One training per call: one run each on the volume, no sweep of their own.
     runs = sorted((outputs / "runs").iterdir())
-    assert len(runs) == 2 and all((run / "metrics.json").is_file() for run in runs)
-    assert not (outputs / "sweeps").exists()
+    assert len(runs) == 2 and not (outputs / "sweeps").exists()
+    first = [json.loads((run / "metrics.json").read_text()) for run in runs]
+    assert all(m["epoch"] == 1 and m["resumed_from"] is None for m in first)
+    assert all((run / "checkpoints" / "last.ckpt").is_file() for run in runs)
+    assert all(list((run / "tensorboard").glob("events.out.tfevents.*")) for run in runs)  # Modal's loggers
     rows = read_summary(sweep_dir)
     settings = load_settings()
     for row, gpu in zip(rows, ("T4", "L4")):
@@ -132,6 +135,7 @@ def test_a_grid_sweep_through_modal_run_makes_one_call_per_job_on_its_gpu(
         assert metrics["epoch"] == 2 and metrics["resumed_from"].endswith(
             f"runs/{run.name}/checkpoints/last.ckpt"
         )
+        assert metrics["global_step"] == 2 * first[job]["global_step"]  # the first epoch not trained again
     rows = read_summary(sweep_dir)[-2:]  # this launch's rows
 
     # Later, from the outputs volume alone: the same table.
