@@ -305,7 +305,7 @@ class CheckpointCommitter:
     the work since the last checkpoint. The folder is looked at every CHECK_S (a listing), and a change is
     committed at once unless the last commit was less than `interval` seconds ago: the first checkpoint is safe
     within a second, and checkpoints written every few steps cost one commit per interval. A failed commit is
-    logged and tried again at the next look; a failed final commit raises, so that Modal retries the call (which
+    logged and tried again an interval later; a failed final commit raises, so that Modal retries the call (which
     resumes from what was committed).
     """
 
