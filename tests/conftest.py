@@ -34,13 +34,14 @@ def pytest_configure(config):
 
 
 def pytest_collection_modifyitems(items):
-    """The modules that read the shared quick-start model (quick_start) first: pytest-xdist's worksteal hands each
-    worker a contiguous share of this order, so one worker trains the model while the other starts on tests that
-    do not wait for it (both starting on such tests, one waited some 12 s for the other's training)."""
-    first = {item.module for item in items if "quick_start" in item.fixturenames}
-    items.sort(
-        key=lambda item: item.module not in first
-    )  # stable: each module's tests stay together, in order
+    """The order pytest-xdist hands out whole modules in (`--dist loadscope --no-loadscope-reorder`, pyproject):
+    the first module that reads the shared quick-start model (quick_start) first, so that one worker trains it
+    while the other starts on a module that does not wait for it (both waiting on it cost some 12 s); then the
+    modules with slow tests, long units while there is work for both workers; the modules of short tests last,
+    so that the workers end together. Each module's tests stay together, in their order."""
+    first = next((item.module for item in items if "quick_start" in item.fixturenames), None)
+    has_slow = {item.module for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: (item.module is not first, item.module not in has_slow))
 
 
 # Helpers that live as long as the process that started them, by design: multiprocessing's resource tracker,

@@ -4,6 +4,7 @@ import hashlib
 import multiprocessing
 
 import numpy as np
+import pytest
 from helpers import FAST
 from hydra.utils import instantiate
 
@@ -29,6 +30,7 @@ def prepare(data_dir: str) -> tuple[str, str]:
     return cache_file.name, hashlib.sha256(np.load(cache_file).tobytes()).hexdigest()
 
 
+@pytest.mark.slow  # four processes that import torch, three times over
 def test_jobs_starting_at_once_on_an_empty_data_folder_all_complete(tmp_path):
     context = multiprocessing.get_context("spawn")
     barrier = context.Barrier(JOBS)
