@@ -241,11 +241,12 @@ def module_modal_service(tmp_path_factory, prepared_data):
 def modal_client(modal_service, monkeypatch):
     """This process's modal client pointed at the offline service (a fresh client: the last one knew another)."""
     import modal.client
+    from modal_service import CLIENT_POLL_S
 
     for key, value in modal_service.env().items():
         monkeypatch.setenv(key, value)
-    monkeypatch.setenv("CATS_MODEL_RESULT_POLL_S", "0.5")
-    monkeypatch.setattr("cats_model.cloud.calls.RESULT_POLL_S", 0.5)
+    monkeypatch.setenv("CATS_MODEL_RESULT_POLL_S", str(CLIENT_POLL_S))
+    monkeypatch.setattr("cats_model.cloud.calls.RESULT_POLL_S", CLIENT_POLL_S)
     modal.client._Client._set_env_client(None)
     yield modal_service
     modal.client._Client._set_env_client(None)

@@ -57,6 +57,9 @@ from modal._utils.blob_utils import BLOCK_SIZE
 from modal_proto import api_grpc, api_pb2
 
 CONTAINER = Path(__file__).with_name("modal_container.py")
+# How long our client lets each poll for a result be held in the tests (55 s on Modal): a call is seen running
+# across several polls.
+CLIENT_POLL_S = 0.5
 CONTAINER_HEADER = "x-offline-task-id"  # set by each container's client (MODAL_OVERRIDE_HEADERS)
 OPEN_FILES_MESSAGE = "there are open files preventing the operation"
 RESULT = api_pb2.GenericResult
@@ -942,8 +945,13 @@ ModalService.__abstractmethods__ = frozenset()
 
 def client_process(service: ModalService, *argv: str, env: dict | None = None, timeout: float = 600):
     """`python ARGV...` as a client of `service` (MODAL_SERVER_URL and a token), in its own process group, killed
-    as a group on timeout; our client's polls shortened to 0.5 s so that a call is seen running across several."""
-    environment = {**os.environ, **service.env(), "CATS_MODEL_RESULT_POLL_S": "0.5", **(env or {})}
+    as a group on timeout; our client's polls shortened to CLIENT_POLL_S."""
+    environment = {
+        **os.environ,
+        **service.env(),
+        "CATS_MODEL_RESULT_POLL_S": str(CLIENT_POLL_S),
+        **(env or {}),
+    }
     process = subprocess.Popen(
         [sys.executable, *argv], env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         start_new_session=True,
@@ -980,7 +988,7 @@ def modal_in_process(service: ModalService, *args: str, timeout: float = 600) ->
 
     saved = sys.path[:], sys.excepthook, warnings.showwarning, calls.RESULT_POLL_S
     status = {}
-    calls.RESULT_POLL_S = 0.5  # as client_process: a call is seen running across several polls
+    calls.RESULT_POLL_S = CLIENT_POLL_S
     modal.client._Client._set_env_client(None)  # a fresh client: the last one knew another service
     try:
         with own_modal_app(), like_a_process(["modal", *args], service.env()) as output:

@@ -12,7 +12,7 @@ import time
 import pytest
 from conftest import started_modal_service
 from helpers import APP_FILE, REMOTE_CPU
-from modal_service import modal_command
+from modal_service import CLIENT_POLL_S, modal_command
 
 pytestmark = pytest.mark.slow
 OUTPUTS = "cats-model-outputs"
@@ -27,7 +27,12 @@ def service(tmp_path, prepared_data):
 
 
 def start_client(service, *argv: str) -> subprocess.Popen:
-    env = {**os.environ, **service.env(), "MODAL_HEARTBEAT_INTERVAL": "1", "CATS_MODEL_RESULT_POLL_S": "0.5"}
+    env = {
+        **os.environ,
+        **service.env(),
+        "MODAL_HEARTBEAT_INTERVAL": "1",
+        "CATS_MODEL_RESULT_POLL_S": str(CLIENT_POLL_S),
+    }
     return subprocess.Popen(
         [sys.executable, *argv], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         start_new_session=True,

@@ -7,7 +7,7 @@ import time
 
 import pytest
 from helpers import APP_FILE, REMOTE_CPU
-from modal_service import Attempt, modal_command, modal_in_process
+from modal_service import CLIENT_POLL_S, Attempt, modal_command, modal_in_process
 
 from cats_model.cloud.settings import load_settings
 
@@ -125,10 +125,12 @@ def test_a_run_held_running_is_waited_for_and_one_submitted_again_is_followed_no
     ):
         time.sleep(0.2)
     second = in_background(run_apart, modal_service, "run_name=twice", *held)
-    # The second client asked for the running call's state: a poll that may not wait (the first polls for 0.5 s).
+    # The second client asked for the running call's state: a poll that may not wait (the first polls for CLIENT_POLL_S).
     while 0 not in modal_service.polls and time.time() < deadline:
         time.sleep(0.2)
-    empty_polls = modal_service.polls.count(0.5)  # answered empty: the call cannot end before the gate opens
+    empty_polls = modal_service.polls.count(
+        CLIENT_POLL_S
+    )  # answered empty: the call cannot end before the gate opens
     gate.write_text("go")
     first, second = first(), second()
     assert first.returncode == 0 and second.returncode == 0, second.stderr[-3000:]
