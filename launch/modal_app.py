@@ -59,16 +59,18 @@ def _commit(volume: modal.Volume):
 
 
 @app.function(**PREPARE_DATA_OPTIONS)
-def prepare_data(runs: list[list[str]]) -> dict:
-    return remote.prepare_data(runs, commit=_commit(data_volume))
+def prepare_data(configs: list[str]) -> dict:
+    return remote.prepare_data(configs, commit=_commit(data_volume))
 
 
 @app.function(**TRAIN_OPTIONS)
-def train(overrides: list[str], run_name: str | None = None, call: dict | None = None) -> dict:
+def train(config: str, overrides: list[str], run_name: str | None = None, call: dict | None = None) -> dict:
+    """`config`: the run's composed config (cats_model.cloud.run_config); `overrides`: as typed, for its record."""
     # Without a name, the call's id names the run: a retry of this same call resumes the same folder.
     call_id = modal.current_function_call_id()
     run_name = run_name or call_run_name(call_id or fresh_run_name())
     result = remote.train(
+        config,
         overrides,
         run_name,
         call or settings.call().to_dict(),
@@ -81,10 +83,10 @@ def train(overrides: list[str], run_name: str | None = None, call: dict | None =
     return result
 
 
-def _continue_run(overrides: list[str], run_name: str, call: Call) -> str:
+def _continue_run(config: str, overrides: list[str], run_name: str, call: Call) -> str:
     """Submitted from the container: the run goes on on Modal's side, whatever became of the caller."""
     _commit_data()
-    return ModalCalls(sys.modules[__name__]).spawn(overrides, run_name, call)
+    return ModalCalls(sys.modules[__name__]).spawn(config, overrides, run_name, call)
 
 
 def _commit_data() -> None:

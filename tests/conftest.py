@@ -192,14 +192,14 @@ def prepared_data(tmp_path_factory) -> Path:
     """A data volume as `prepare_data` leaves it for the data of a remote test run (REMOTE_CPU): the synthetic
     dataset, its decoded-image cache and the record of both (cats_model.cloud.prepared). Made once; the offline
     services start with a copy, as a real data volume keeps them between runs."""
-    from helpers import REMOTE_CPU
+    from helpers import REMOTE_CPU, modal_run
 
     from cats_model.cloud.remote import prepare_data
 
     def prepare(folder: Path) -> None:
         with pytest.MonkeyPatch.context() as env:
             env.setenv("CATS_MODEL_DATA_DIR", str(folder))
-            assert prepare_data([REMOTE_CPU], commit=None)["prepared"] == 1
+            assert prepare_data([modal_run(REMOTE_CPU)[0]], commit=None)["prepared"] == 1
 
     return made_once(tmp_path_factory, "prepared-data", prepare)
 

@@ -35,8 +35,17 @@ def fast_without(*prefixes: str) -> list[str]:
     return [override for override in FAST if not override.startswith(prefixes)]
 
 
-# A remote run on the CPU: the Modal function picks trainer=gpu, these overrides move it to the CPU.
+# A remote run on the CPU: a Modal run's preset is trainer=gpu, these overrides move it to the CPU.
 REMOTE_CPU = [*fast_without("trainer="), "trainer.accelerator=cpu"]
+
+
+def modal_run(overrides: list[str]) -> tuple[str, list[str]]:
+    """The first arguments of the Modal `train` function for a run of `overrides`, as the entrypoint sends them:
+    the config it composed and checked, and the overrides for the record."""
+    from cats_model.cloud.run_config import compose_run
+    from cats_model.cloud.settings import load_settings
+
+    return compose_run(overrides, load_settings())[0], overrides
 
 
 def run_cli(*overrides: str, cwd=None, env_extra: dict | None = None) -> subprocess.CompletedProcess:

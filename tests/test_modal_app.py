@@ -9,16 +9,26 @@ import time
 
 import pytest
 import yaml
-from helpers import APP_FILE, REMOTE_CPU
+from helpers import APP_FILE, REMOTE_CPU, like_a_process, modal_run
+from hydra._internal.utils import _run_hydra, get_args_parser
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import OmegaConf
 
 from cats_model.cloud import entry
 from cats_model.cloud.calls import ModalCalls
-from cats_model.cloud.overrides import single_run, split_launch, split_run_name
+from cats_model.cloud.overrides import split_launch, split_run_name
 from cats_model.cloud.prepared import needs_oxford_download
+from cats_model.cloud.run_config import (
+    compose_run,
+    hydra_settings,
+    read_config,
+    write_primary_config,
+)
 from cats_model.cloud.settings import MODAL_YML, load_settings
 from cats_model.config import compose_train_config
 from cats_model.errors import UserError
-from cats_model.paths import PROJECT_ROOT
+from cats_model.paths import CONFIG_DIR, PROJECT_ROOT
 from cats_model.run_layout import fresh_run_name
 
 TESTS_DIR = PROJECT_ROOT / "tests"
@@ -151,19 +161,42 @@ def test_a_call_takes_its_gpu_and_timeout_from_the_overrides_or_modal_yml(declar
             settings.call(gpu, timeout)
 
 
-def test_a_remote_call_is_one_run_never_a_sweep():
+def test_a_modal_run_is_composed_once_here_as_one_run_with_the_containers_presets(tmp_path):
     trial = [
         "optimizer.lr=0.001",
         "hparams_search=optuna_lr",
         "hydra.sweeper.n_trials=2",
         "~hydra.sweeper.params.model",
     ]
-    overrides = single_run(
-        [*trial, "hydra/launcher=modal", "hydra.launcher.backend=local", "gpu=T4", "timeout=900"]
+    launch = ["hydra/launcher=modal", "hydra.launcher.backend=local", "gpu=T4:2", "timeout=900"]
+    overrides = [*trial, *launch, "hydra.verbose=true"]
+    config, call = compose_run(overrides, load_settings(), sweep="s", job=3)
+    cfg = read_config(config)
+    assert (
+        "hydra" not in cfg and cfg.optimizer.lr == 0.001
+    )  # Hydra's own node stays here: the container has its own
+    assert (call.gpu, call.timeout, call.sweep, call.job) == ("T4:2", 900, "s", 3)
+    # The container's presets, composed in: DDP over the call's two GPUs, TensorBoard beside the CSV log.
+    assert cfg.trainer.strategy == "ddp" and list(cfg.logger) == ["csv", "tensorboard"]
+    assert "${paths.data_dir}" in config  # paths resolve in the container, against its mounts
+    chosen = read_config(compose_run(["trainer=cpu", "logger=csv"], load_settings())[0])
+    assert chosen.trainer.accelerator == "cpu" and list(chosen.logger) == ["csv"]
+
+    # The training process loads it as its primary config, as `python -m cats_model.train ARGUMENTS` (@hydra.main)
+    # does: one run, in the folder the container gives it, which records what was sent.
+    assert hydra_settings(overrides) == ["hydra.verbose=true"]
+    arguments = [*write_primary_config(config, tmp_path), "run_name=r1", f"hydra.run.dir={tmp_path / 'r1'}"]
+    parser = get_args_parser()
+    modes = []
+    with like_a_process(["cats_model/train.py", *arguments], {}):
+        _run_hydra(
+            args=parser.parse_args(arguments), args_parser=parser, config_path=str(CONFIG_DIR), config_name="train",
+            task_function=lambda cfg: modes.append(HydraConfig.get().mode),
+        )  # fmt: skip
+    assert modes == [RunMode.RUN]
+    assert OmegaConf.load(tmp_path / "r1" / ".hydra" / "config.yaml") == OmegaConf.merge(
+        cfg, {"run_name": "r1"}
     )
-    assert overrides == ["optimizer.lr=0.001", "hydra.mode=RUN"]
-    cfg = compose_train_config(overrides)
-    assert str(cfg.hydra.mode) == "RunMode.RUN" and "BasicSweeper" in cfg.hydra.sweeper._target_
 
 
 def test_bad_overrides_fail_before_any_modal_call(modal_client, modal_app, mounts, capsys):
@@ -172,6 +205,7 @@ def test_bad_overrides_fail_before_any_modal_call(modal_client, modal_app, mount
         (("gpu=A1OO",), "gpu=A1OO is not a GPU type"),
         (("gpu=T4:16",), "gpu=T4:16 asks for 16 T4 GPUs in one container: Modal gives at most 8"),
         (("paths.output_dir=/",), "paths.output_dir=/ cannot be set for a Modal run"),
+        (("hydra.run.dir=/tmp/y",), "hydra.run.dir=/tmp/y cannot be set for a Modal run"),
         (("data.batch_size=0",), "data.batch_size=0 is not a valid value: expected an integer >= 2"),
         (("optimizer._target_=torch.optim.Adamw",), "unknown optimizer 'torch.optim.Adamw'"),
         (("+trainer.max_epoch=3",), "trainer.max_epoch is not a setting of Lightning's Trainer"),
@@ -187,18 +221,14 @@ def test_bad_overrides_fail_before_any_modal_call(modal_client, modal_app, mount
 def test_deterministic_errors_are_returned_not_raised_so_modal_never_retries_them(
     modal_app, mounts, tmp_path
 ):
-    cpu = ["model=mobilenet_v3_small", "model.pretrained=false", "trainer.accelerator=cpu"]
+    cpu = modal_run(["model=mobilenet_v3_small", "model.pretrained=false", "trainer.accelerator=cpu"])
     missing = modal_app.train.local(
-        [*cpu, "data=cat_breeds", f"data.root={tmp_path}/none"], "missing", call()
+        *modal_run([*cpu[1], "data=cat_breeds", f"data.root={tmp_path}/none"]), "missing", call()
     )
     assert missing["error"].startswith("no Oxford-IIIT Pet dataset at")
-    typo = modal_app.train.local([*cpu, "trainer.max_epoch=3"], "bad", call())
-    assert "trainer.max_epoch" in typo["error"]
-    assert modal_app.train.local(cpu, "../escape", call())["error"].startswith("run name '../escape'")
-    assert modal_app.train.local(cpu, "abc\n", call())["error"].startswith("run name 'abc\\n'")
-    for fixed in ("paths.output_dir=/", "paths.checkpoint_dir=/tmp/x", "hydra.run.dir=/tmp/y"):
-        assert "cannot be set for a Modal run" in modal_app.train.local([*cpu, fixed], "bad", call())["error"]
-    assert not (mounts[1] / "runs" / "bad").exists()  # refused before anything ran
+    assert modal_app.train.local(*cpu, "../escape", call())["error"].startswith("run name '../escape'")
+    assert modal_app.train.local(*cpu, "abc\n", call())["error"].startswith("run name 'abc\\n'")
+    assert not (mounts[1] / "escape").exists()  # refused before anything ran
     assert json.loads((mounts[1] / "runs" / "missing" / "launch.json").read_text())["status"] == "failed"
 
 
@@ -207,13 +237,13 @@ def test_the_training_process_says_why_it_failed_and_only_crashes_raise(
     modal_app, mounts, tests_importable, tmp_path
 ):
     # The training process's own user error (the Trainer's values, checked where its hardware is) as one line.
-    result = modal_app.train.local([*REMOTE_CPU, "trainer.precision=bogus"], "typo", call())
+    result = modal_app.train.local(*modal_run([*REMOTE_CPU, "trainer.precision=bogus"]), "typo", call())
     assert "trainer.precision='bogus'" in result["error"] and "\n" not in result["error"]
     assert json.loads((mounts[1] / "runs" / "typo" / "launch.json").read_text())["status"] == "failed"
 
     # CUDA out of memory recurs on every attempt: one line naming the batch size, never a retried crash.
     oom = [*REMOTE_CPU, "+callbacks.oom._target_=oom_fault.OutOfMemoryAtFirstBatch"]
-    result = modal_app.train.local(oom, "oom", call())
+    result = modal_app.train.local(*modal_run(oom), "oom", call())
     assert result["error"].startswith("CUDA out of memory on ")
     assert "data.batch_size=16: try a smaller batch, e.g. data.batch_size=8" in result["error"]
 
@@ -226,12 +256,31 @@ def test_the_training_process_says_why_it_failed_and_only_crashes_raise(
         r"training of run crash failed: killed by the system \(SIGKILL\): out of memory\?; its last line: "
     )
     with pytest.raises(RuntimeError, match=killed) as crashed:
-        modal_app.train.local(kill, "crash", call())
+        modal_app.train.local(*modal_run(kill), "crash", call())
     # the line the run wrote last, in its train.log (stderr holds only Lightning's early lines)
     last = (mounts[1] / "runs" / "crash" / "train.log").read_text().strip().splitlines()[-1]
     assert str(crashed.value).endswith(last)
     assert json.loads((mounts[1] / "runs" / "crash" / "launch.json").read_text())["status"] == "crashed"
-    assert modal_app.train.local(kill, "crash", call())["epoch"] == 1  # the retry finishes the run
+    assert (
+        modal_app.train.local(*modal_run(kill), "crash", call())["epoch"] == 1
+    )  # the retry finishes the run
+
+
+@pytest.mark.slow
+def test_ddp_in_a_container_starts_its_second_rank_on_the_config_sent(modal_app, mounts, capfd):
+    # Lightning's DDP starts rank 1 with the training process's own arguments (the sent config's folder among them)
+    # into the same run folder, which only rank 0 holds (cats_model.run_folder.hold): it is not stopped by the lock.
+    ddp = [
+        *REMOTE_CPU,
+        "trainer=ddp",
+        "trainer.accelerator=cpu",
+        "trainer.devices=2",
+        "trainer.sync_batchnorm=false",
+    ]
+    result = modal_app.train.local(*modal_run(ddp), "ddp", call())
+    assert result["epoch"] == 1 and "error" not in result
+    said = "".join(capfd.readouterr())
+    assert "GLOBAL_RANK: 1, MEMBER: 2/2" in said
 
 
 @pytest.mark.slow
@@ -241,7 +290,7 @@ def test_a_run_stops_at_the_ceiling_of_modal_yml(modal_app, mounts, declared):
     spent["spent_s"] = (
         ceiling  # earlier calls used it all: this one stops at its deadline, and nothing follows
     )
-    result = modal_app.train.local(REMOTE_CPU, "ceiling", spent)
+    result = modal_app.train.local(*modal_run(REMOTE_CPU), "ceiling", spent)
     assert "stopped unfinished after" in result["error"] and "train.max_hours" in result["error"]
     assert "continued_in" not in result
     assert json.loads((mounts[1] / "runs" / "ceiling" / "launch.json").read_text())["status"] == "stopped"

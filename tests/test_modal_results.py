@@ -7,7 +7,7 @@ import subprocess
 import time
 
 import pytest
-from helpers import APP_FILE, REMOTE_CPU
+from helpers import APP_FILE, REMOTE_CPU, modal_run
 from modal_service import client_process, modal_in_process
 
 from cats_model.cloud.__main__ import fetch
@@ -159,6 +159,8 @@ def test_own_photos_on_the_data_volume_train_with_data_folder(modal_app, data_di
     monkeypatch.setenv("CATS_MODEL_OUTPUT_DIR", str(tmp_path / "outputs"))
     overrides = [o for o in REMOTE_CPU if not o.startswith(("data=", "data.synthetic"))]
     result = modal_app.train.local(
-        [*overrides, "data=folder", f"data.root={photos}"], "mine", load_settings().call().to_dict()
+        *modal_run([*overrides, "data=folder", f"data.root={photos}"]),
+        "mine",
+        load_settings().call().to_dict(),
     )
     assert result["classes"] == ["bengal", "persian", "sphynx"] and result["epoch"] == 1

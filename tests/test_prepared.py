@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 
-from helpers import FAST
+from helpers import FAST, modal_run
 
 from cats_model.cloud.prepared import record_file
 from cats_model.cloud.remote import prepare_data
@@ -21,14 +21,18 @@ NEXT_CALL = (
 )
 
 
+# The config a Modal run sends for these overrides.
+[CONFIG] = modal_run(FAST)[:1]
+
+
 def test_data_prepared_once_is_left_as_it_is_until_its_cache_is_gone(tmp_path, monkeypatch):
     monkeypatch.setenv("CATS_MODEL_DATA_DIR", str(tmp_path))
-    assert prepare_data([FAST], None)["prepared"] == 1
+    assert prepare_data([CONFIG], None)["prepared"] == 1
     [record] = tmp_path.rglob(".cache/prepared-*.json")
     assert record == record_file(compose_train_config(FAST))
 
     again = subprocess.run(
-        [sys.executable, "-c", NEXT_CALL, json.dumps([FAST])], capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", NEXT_CALL, json.dumps([CONFIG])], capture_output=True, text=True, timeout=120
     )
     assert again.returncode == 0, again.stderr[-2000:]
     assert json.loads(again.stdout.splitlines()[-1]) == [0, False]  # nothing prepared, torch never imported
@@ -36,7 +40,7 @@ def test_data_prepared_once_is_left_as_it_is_until_its_cache_is_gone(tmp_path, m
 
     for name in json.loads(record.read_text())["cache_files"]:  # the array, or the list of unreadable files
         (record.parent / name).unlink()
-        assert prepare_data([FAST], None)["prepared"] == 1
+        assert prepare_data([CONFIG], None)["prepared"] == 1
         assert (record.parent / name).is_file()
 
 
@@ -46,9 +50,11 @@ def test_a_cache_that_could_not_be_written_is_not_recorded(tmp_path, monkeypatch
         disk.setattr(
             DecodedCache, "build", lambda self, unreadable: (_ for _ in ()).throw(OSError(28, "full"))
         )
-        assert prepare_data([FAST], None)["prepared"] == 1  # the JPEG pipeline instead: the run still trains
+        assert (
+            prepare_data([CONFIG], None)["prepared"] == 1
+        )  # the JPEG pipeline instead: the run still trains
     assert not list(tmp_path.rglob(".cache/prepared-*.json"))
-    assert prepare_data([FAST], None)["prepared"] == 1  # the disk has room again: the cache is built now
+    assert prepare_data([CONFIG], None)["prepared"] == 1  # the disk has room again: the cache is built now
     assert list(tmp_path.rglob(".cache/prepared-*.json"))
 
 

@@ -17,6 +17,7 @@ from hydra.plugins.launcher import Launcher
 from hydra.test_utils.launcher_common_tests import IntegrationTestSuite, LauncherTestSuite
 from hydra.version import VersionBase
 from modal_service import Attempt, modal_in_process, own_modal_app
+from omegaconf import OmegaConf
 
 from cats_model.cloud.settings import load_settings
 
@@ -110,6 +111,14 @@ def test_a_grid_sweep_through_modal_run_makes_one_call_per_job_on_its_gpu(
     assert all(m["epoch"] == 1 and m["resumed_from"] is None for m in first)
     assert all((run / "checkpoints" / "last.ckpt").is_file() for run in runs)
     assert all(list((run / "tensorboard").glob("events.out.tfevents.*")) for run in runs)  # Modal's loggers
+    # The config each container trained is the one composed here, and the job's folder records it.
+    for run, job in zip(runs, ("0", "1")):
+        trained = OmegaConf.load(run / ".hydra" / "config.yaml")
+        recorded = OmegaConf.load(sweep_dir / job / ".hydra" / "config.yaml")
+        # What the container adds: its call's deadline, and its run's name.
+        del trained.callbacks.stop_before_deadline, trained.run_name, recorded.run_name
+        assert recorded == trained
+        assert list(trained.logger) == ["csv", "tensorboard"] and trained.gpu == ("T4", "L4")[int(job)]
     rows = read_summary(sweep_dir)
     settings = load_settings()
     for row, gpu in zip(rows, ("T4", "L4")):

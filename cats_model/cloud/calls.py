@@ -109,10 +109,10 @@ class ModalCalls:
             instead = f", or {self.without_modal}" if self.without_modal else ""
             raise UserError(f"Modal is not authenticated: run `modal token new` once{instead}") from err
 
-    def prepare_data(self, runs: list[list[str]]) -> dict:
-        return self.modal_app.prepare_data.remote(runs)
+    def prepare_data(self, configs: list[str]) -> dict:
+        return self.modal_app.prepare_data.remote(configs)
 
-    def submit(self, overrides: list[str], run_name: str, call: Call) -> str:
+    def submit(self, config: str, overrides: list[str], run_name: str, call: Call) -> str:
         """The call that trains `run_name`: the one already training it, if any, so that a run submitted again
         while it runs (a sweep or `run_name=NAME` run again) is followed instead of trained twice at once."""
         if running := self.running_call(run_name):
@@ -121,12 +121,12 @@ class ModalCalls:
                 flush=True,
             )
             return running
-        return self.spawn(overrides, run_name, call)
+        return self.spawn(config, overrides, run_name, call)
 
-    def spawn(self, overrides: list[str], run_name: str, call: Call) -> str:
+    def spawn(self, config: str, overrides: list[str], run_name: str, call: Call) -> str:
         # with_options: this call's GPU, timeout and, in a sweep, max_containers (modal/_functions.py::with_options).
         train = self.modal_app.train.with_options(**call.options())
-        return train.spawn(overrides, run_name, call.to_dict()).object_id
+        return train.spawn(config, overrides, run_name, call.to_dict()).object_id
 
     def running_call(self, run_name: str) -> str | None:
         """The id of the call training `run_name` now, from the run's record on the outputs volume (read from here,
@@ -195,15 +195,15 @@ class LocalCalls:
         with ThreadPoolExecutor(self.max_parallel) as self._pool:
             yield
 
-    def prepare_data(self, runs: list[list[str]]) -> dict:
-        return in_fresh_process(call_locally, "prepare_data", (runs,), self.env)
+    def prepare_data(self, configs: list[str]) -> dict:
+        return in_fresh_process(call_locally, "prepare_data", (configs,), self.env)
 
-    def submit(self, overrides: list[str], run_name: str, call: Call) -> str:
+    def submit(self, config: str, overrides: list[str], run_name: str, call: Call) -> str:
         # No Modal timeout here: a run never stops early.
         call = replace(call, timeout=None, max_containers=None)
         call_id = f"local-{len(self._calls)}"
         self._calls[call_id] = self._pool.submit(
-            in_fresh_process, call_locally, "train", (overrides, run_name, call.to_dict()), self.env
+            in_fresh_process, call_locally, "train", (config, overrides, run_name, call.to_dict()), self.env
         )
         return call_id
 

@@ -1,30 +1,26 @@
 """What `modal run launch/modal_app.py -- OVERRIDES` does, as plain functions over the calls it makes."""
 
 from cats_model.cloud.calls import follow
-from cats_model.cloud.overrides import check_not_fixed, split_launch, split_run_name
+from cats_model.cloud.overrides import split_launch, split_run_name
+from cats_model.cloud.run_config import compose_run
 from cats_model.cloud.settings import load_settings
-from cats_model.config import compose_train_config
 from cats_model.errors import UserError, exit_on_user_error
 from cats_model.run_layout import fresh_run_name
 from cats_model.run_summary import summary_block
-from cats_model.validation import check_values
 
 
 def run_single(args, calls) -> dict:
-    """One run: composed here (a bad override fails in one line before any container starts), then one train
-    call, followed through the calls that continue it past its timeout."""
+    """One run: composed and checked here, once (a bad override fails in one line before any container starts),
+    then one train call that trains that config, followed through the calls that continue it past its timeout."""
     overrides, run_name = split_run_name(args)
     settings = load_settings()
     with exit_on_user_error():
-        check_not_fixed(overrides)
-        cfg = compose_train_config(overrides)
-        check_values(cfg)
-        call = settings.call(cfg.get("gpu"), cfg.get("timeout"))
+        config, call = compose_run(overrides, settings)
         overrides, _ = split_launch(overrides)
         run_name = run_name or fresh_run_name()
         with calls.running():
-            calls.prepare_data([overrides])
-            call_id = calls.submit(overrides, run_name, call)
+            calls.prepare_data([config])
+            call_id = calls.submit(config, overrides, run_name, call)
             print(
                 f"run {run_name}: call {call_id} on {call.gpu}, timeout {call.timeout} s, "
                 f"overrides {overrides or '(none)'}",

@@ -1,9 +1,9 @@
-"""The override strings of a Modal run: those that pick its machine, those the function fixes, and those that
-reach the training process."""
+"""The override strings of a Modal run: those that pick its machine, those the function fixes, and those of a
+sweep."""
 
 from cats_model.errors import UserError
 
-# Applied with Function.with_options; the training process never sees them.
+# Applied with Function.with_options; the training process ignores them.
 LAUNCH_KEYS = ("gpu", "timeout")
 # Set by the Modal function itself: a remote run's files live in runs/<run name> on the outputs volume.
 FIXED_KEYS = ("paths", "hydra.run", "hydra.runtime", "hydra.output_subdir", "run_name")
@@ -44,7 +44,6 @@ def check_not_fixed(overrides: list[str]) -> None:
             )
 
 
-def single_run(overrides: list[str]) -> list[str]:
-    """The overrides as a training process gets them: no sweep or launch keys, and one run, never a multirun."""
-    kept = [o for o in overrides if not has_key(o, SWEEP_KEYS) and key(o) not in LAUNCH_KEYS]
-    return [*kept, "hydra.mode=RUN"]
+def one_run(overrides: list[str]) -> list[str]:
+    """The overrides of one training run: no sweep keys (a container runs one training, never a sweep of its own)."""
+    return [o for o in overrides if not has_key(o, SWEEP_KEYS)]

@@ -20,10 +20,9 @@ from pathlib import Path
 from cats_model import run_layout
 from cats_model.atomic import atomic_write_text
 from cats_model.cloud.ending import how_it_ended
-from cats_model.cloud.overrides import check_not_fixed, key, single_run
 from cats_model.cloud.prepared import data_setting, is_prepared, needs_oxford_download, record_prepared
+from cats_model.cloud.run_config import hydra_settings, read_config, write_primary_config
 from cats_model.cloud.settings import Call, load_settings
-from cats_model.config import compose_train_config
 from cats_model.errors import CONTINUE_EXIT, OUTCOME_ENV, SIGTERM_EXIT, USER_ERROR_EXIT, UserError
 from cats_model.run_layout import (
     CHECKPOINT_DIR,
@@ -60,25 +59,25 @@ def run_dir(run_name: str) -> Path:
     return run_layout.run_dir(output_dir(), run_name)
 
 
-def prepare_data(runs: list[list[str]], commit: Callable[[], None] | None) -> dict:
-    """The data of the runs about to start, made once on the data volume before any of them starts: Oxford-IIIT
-    Pet downloaded and verified (when a run reads it), then for each distinct data config the files generated or
-    listed and the decoded-image cache built. N jobs of a sweep then find it all ready instead of each decoding
+def prepare_data(configs: list[str], commit: Callable[[], None] | None) -> dict:
+    """The data of the runs about to start (their configs, as cats_model.cloud.run_config sends them), made once on
+    the data volume before any of them starts: Oxford-IIIT Pet downloaded and verified (when a run reads it), then
+    for each distinct data config the files generated or listed and the decoded-image cache built. N jobs of a sweep then find it all ready instead of each decoding
     the dataset on its GPU. Data prepared by an earlier call is left as it is (cats_model.cloud.prepared). A run
     whose data fails here is left to fail in its own call, with its own message."""
     from hydra.utils import instantiate
 
     from cats_model.download import default_root, download, is_complete
 
-    configs = {}
-    for overrides in runs:
-        cfg = compose_train_config(single_run(overrides))
-        configs.setdefault(json.dumps(data_setting(cfg), sort_keys=True), cfg)
+    distinct = {}
+    for text in configs:
+        cfg = read_config(text)
+        distinct.setdefault(json.dumps(data_setting(cfg), sort_keys=True), cfg)
     root = default_root()  # <CATS_MODEL_DATA_DIR>/oxford-iiit-pet, where data=cat_breeds looks
-    if any(needs_oxford_download(cfg) for cfg in configs.values()) and not is_complete(root):
+    if any(needs_oxford_download(cfg) for cfg in distinct.values()) and not is_complete(root):
         download(root)
     prepared = 0
-    for cfg in configs.values():
+    for cfg in distinct.values():
         if is_prepared(cfg):
             print(f"data: {cfg.data.root} is prepared already", flush=True)
             continue
@@ -99,30 +98,30 @@ def prepare_data(runs: list[list[str]], commit: Callable[[], None] | None) -> di
 
 
 def train(
+    config: str,
     overrides: list[str],
     run_name: str,
     call: dict,
     commit: Callable[[], None] | None = None,
     commit_interval: float = 15.0,
-    continue_run: Callable[[list[str], str, Call], str] | None = None,
+    continue_run: Callable[[str, list[str], str, Call], str] | None = None,
     call_id: str | None = None,
 ) -> dict:
-    """Run `python -m cats_model.train` on the run's folder (resuming it) and return its metrics.
+    """Run `python -m cats_model.train` on `config` (the run's config, composed and checked where the run was typed:
+    cats_model.cloud.run_config) in the run's folder (resuming it), and return its metrics. `overrides`: the run's
+    overrides as typed, kept in its record; Hydra's own settings among them reach the training process.
 
     Training runs in a child process so that Lightning's DDP relaunches `cats_model.train`, not Modal's own
-    entrypoint. What fails the same way on every attempt (a bad override, a user error of the child, CUDA out of
-    memory) comes back as {"error": ...}, so Modal never retries it; only crashes raise. A call that reaches its
-    deadline a margin before its timeout saves the last checkpoint, and `continue_run(overrides, run_name, next call)`
-    submits the call that continues the run; the result then names it: {"continued_in": call id}.
+    entrypoint. What fails the same way on every attempt (a user error of the child, CUDA out of memory) comes back
+    as {"error": ...}, so Modal never retries it; only crashes raise. A call that reaches its deadline a margin
+    before its timeout saves the last checkpoint, and `continue_run(config, overrides, run_name, next call)` submits
+    the call that continues the run; the result then names it: {"continued_in": call id}.
     """
     started = time.time()
     call = Call(**call)
     try:
         directory = run_dir(run_name)
-        check_not_fixed(overrides)
-        # A bad override is deterministic: reported, never retried.
-        compose_train_config(single_run(overrides))
-    except UserError as err:
+    except UserError as err:  # deterministic: reported, never retried
         return {"run_name": run_name, "error": str(err)}
     if call_id and (handed_to := _handed_over(directory, call_id)):
         # A retry of a call that already submitted its continuation (preempted in between): never train beside it.
@@ -132,16 +131,19 @@ def train(
             "calls": call.segment,
             "continued_in": handed_to,
         }
-    command = training_command(overrides, run_name, directory, call, started)
     env = {**os.environ, DATA_ENV: str(data_dir()), OUTPUT_ENV: str(output_dir()), "PYTHONUNBUFFERED": "1"}
     record = {"run_name": run_name, "call_id": call_id, "overrides": overrides, **call.to_dict()}
     atomic_write_text(directory / RECORD_FILE, json.dumps({**record, "status": "running"}, indent=2))
     _commit_or_warn(
         commit, "the run's record"
     )  # a second submission of this run finds this call and follows it
-    with CheckpointCommitter(directory / CHECKPOINT_DIR, commit, commit_interval):
+    with (
+        tempfile.TemporaryDirectory() as scratch,
+        CheckpointCommitter(directory / CHECKPOINT_DIR, commit, commit_interval),
+    ):
+        command = training_command(config, overrides, run_name, directory, call, started, Path(scratch))
         oom_kills = _oom_kills()
-        returncode, cause = _run_training(command, env)
+        returncode, cause = _run_training(command, env, Path(scratch))
         seconds = time.time() - started
         status, result = _outcome(returncode, cause, directory, call, seconds, _oom_kills() > oom_kills)
         result = {"run_name": run_name, "run_dir": str(directory), **result}
@@ -151,7 +153,7 @@ def train(
     if status in ("crashed", "preempted"):  # raised: Modal retries the call, which resumes the run
         raise RuntimeError(f"training of run {run_name} failed: {result['error']}")
     if status == "continued":
-        result["continued_in"] = continue_run(overrides, run_name, call.next(seconds))
+        result["continued_in"] = continue_run(config, overrides, run_name, call.next(seconds))
         if call_id:
             atomic_write_text(
                 handover_file(directory, call_id),
@@ -190,15 +192,16 @@ def _oom_kills() -> int:
 
 
 def training_command(
-    overrides: list[str], run_name: str, directory: Path, call: Call, started: float
+    config: str,
+    overrides: list[str],
+    run_name: str,
+    directory: Path,
+    call: Call,
+    started: float,
+    scratch: Path,
 ) -> list:
-    """The training process of one call: GPU and logger presets unless the overrides choose, the overrides as
-    one run, the run's folder, and the deadline a margin before the call's timeout."""
-    presets = []
-    if not any(key(o) == "trainer" for o in overrides):
-        presets.append(f"trainer={'ddp' if call.gpu_count > 1 else 'gpu'}")
-    if not any(key(o) == "logger" for o in overrides):
-        presets.append("logger=[csv,tensorboard]")  # TensorBoard over the outputs volume shows every run
+    """The training process of one call: the run's config (written into `scratch`), Hydra's own settings of its
+    overrides, the run's name and folder, and the deadline a margin before the call's timeout."""
     deadline = []
     if call.timeout:
         at = started + call.timeout - load_settings().train["stop_before_timeout"]
@@ -209,8 +212,8 @@ def training_command(
             f"{stop}.checkpoint=${{paths.checkpoint_dir}}/{LAST_CHECKPOINT}",
         ]
     return [
-        sys.executable, "-m", "cats_model.train", *presets, *single_run(overrides), *deadline,
-        f"run_name={run_name}", f"hydra.run.dir={directory}",
+        sys.executable, "-m", "cats_model.train", *write_primary_config(config, scratch), *hydra_settings(overrides),
+        *deadline, f"run_name={run_name}", f"hydra.run.dir={directory}",
     ]  # fmt: skip
 
 
@@ -288,13 +291,13 @@ def tensorboard(reload: Callable[[], None] | None):
     return reloading
 
 
-def _run_training(command: list[str], env: dict) -> tuple[int, str]:
+def _run_training(command: list[str], env: dict, scratch: Path) -> tuple[int, str]:
     """Run the training process, its output going where this one's goes; return its exit code and the line that
-    says why it failed, from the outcome it reports (a user error's line, or a crash's exception), else ''."""
-    with tempfile.TemporaryDirectory() as scratch:
-        outcome = Path(scratch) / "outcome.json"
-        returncode = subprocess.call(command, env={**env, OUTCOME_ENV: str(outcome)})
-        reported = json.loads(outcome.read_text()) if outcome.is_file() else {}
+    says why it failed, from the outcome it reports into `scratch` (a user error's line, or a crash's exception),
+    else ''."""
+    outcome = scratch / "outcome.json"
+    returncode = subprocess.call(command, env={**env, OUTCOME_ENV: str(outcome)})
+    reported = json.loads(outcome.read_text()) if outcome.is_file() else {}
     return returncode, reported.get("error", "")
 
 

@@ -132,21 +132,25 @@ def run_train_calls(launcher, jobs: list[Job], sweep_dir: Path) -> tuple[list[Jo
     folder is not run again.
     """
     from cats_model.cloud.calls import LocalCalls, ModalCalls, follow, load_modal_app
-    from cats_model.cloud.overrides import check_not_fixed, split_launch
+    from cats_model.cloud.overrides import split_launch
+    from cats_model.cloud.run_config import compose_run, read_config
     from cats_model.cloud.settings import load_settings
-    from cats_model.validation import check_values
 
     settings = load_settings()
     sweep = sweep_name(sweep_dir)
     plans = {}
     for job in jobs:
-        check_not_fixed(job.overrides)
-        check_values(job.config)
-        call = settings.call(
-            job.config.get("gpu"), job.config.get("timeout"), max_containers=launcher.max_parallel, sweep=sweep,
-            job=job.idx,
-        )  # fmt: skip
-        plans[job.idx] = (split_launch(job.overrides)[0], call)
+        # The config each job's call trains, composed as a single run's is (the container's presets in) and checked;
+        # Hydra's composition of the job keeps its own node (the job's folder, overrides and number), and the job's
+        # folder records the config that was sent.
+        config, call = compose_run(
+            job.overrides, settings, max_containers=launcher.max_parallel, sweep=sweep, job=job.idx
+        )
+        sent = read_config(config)
+        with open_dict(job.config):
+            for key in sent:
+                job.config[key] = sent[key]
+        plans[job.idx] = (config, split_launch(job.overrides)[0], call)
     if launcher.backend == "modal":
         calls = ModalCalls(
             load_modal_app(),
@@ -171,8 +175,8 @@ def run_train_calls(launcher, jobs: list[Job], sweep_dir: Path) -> tuple[list[Jo
             calls.prepare_data([plans[job.idx][0] for job in todo])  # made once, before any job starts
             ids = {}
             for job in todo:
-                overrides, call = plans[job.idx]
-                ids[job.idx] = calls.submit(overrides, job.run_name, call)
+                config, overrides, call = plans[job.idx]
+                ids[job.idx] = calls.submit(config, overrides, job.run_name, call)
             print(
                 f"sweep {sweep}: {count_jobs(len(todo))} submitted; its table at any time: "
                 f"python -m cats_model.cloud summary {sweep}",
