@@ -61,7 +61,7 @@ GPU = Sizes(
 CPU = Sizes(
     trainer=("trainer=cpu",),
     # One process, as on the GPU machine: the DDP strategy, its process group and sampler; a relaunched second
-    # rank is tests/test_faults.py's. SyncBatchNorm needs a GPU.
+    # rank is tests/test_modal_app.py's (through the Modal function's body). SyncBatchNorm needs a GPU.
     ddp=("trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=1", "trainer.sync_batchnorm=false"),
     training=tuple(
         "data=synthetic data.image_size=32 data.batch_size=16 data.num_workers=0 "
