@@ -45,14 +45,17 @@ def pytest_collection_modifyitems(items):
 
 
 # Helpers that live as long as the process that started them, by design: multiprocessing's resource tracker,
-# started by the first spawn-context pool (test_shared_data.py).
-LIFELONG_HELPERS = ("from multiprocessing.resource_tracker import main",)
+# and its fork server (tests/forked.py), whose children are counted as this process's own.
+LIFELONG_HELPERS = (
+    "from multiprocessing.resource_tracker import main",
+    "from multiprocessing.forkserver import main",
+)
 
 
 def child_processes() -> dict[int, str]:
-    """{pid: command line} of the processes this one started that are still running (Linux's /proc), lifelong
-    helpers left out."""
-    children = {}
+    """{pid: command line} of the processes this one started that are still running (Linux's /proc), and of those
+    its lifelong helpers started; the helpers themselves left out."""
+    table = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             # "pid (name) state ppid ...": the name may hold spaces and parentheses, so split after the last ')'
@@ -61,9 +64,12 @@ def child_processes() -> dict[int, str]:
         except OSError:  # ended meanwhile
             continue
         state, ppid = text[text.rindex(")") + 2 :].split()[:2]
-        if int(ppid) == os.getpid() and state != "Z" and not any(h in command for h in LIFELONG_HELPERS):
-            children[int(stat.parent.name)] = command.strip()
-    return children
+        if state != "Z":
+            table[int(stat.parent.name)] = int(ppid), command.strip()
+    mine = {pid for pid, (ppid, _) in table.items() if ppid == os.getpid()}
+    helpers = {pid for pid in mine if any(h in table[pid][1] for h in LIFELONG_HELPERS)}
+    started = mine | {pid for pid, (ppid, _) in table.items() if ppid in helpers}
+    return {pid: table[pid][1] for pid in started - helpers}
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -67,21 +67,30 @@ def run_cli_in_process(*overrides: str, env_extra: dict | None = None) -> subpro
     output and exit status as its process would give them, without the 4 s of importing torch and Lightning again.
     For what the command says; the tests that start it in a process of its own hold what only a process shows
     (its start, its signals, a library's warnings, which pytest catches in this one)."""
+    # As run_cli: without HYDRA_FULL_ERROR, Hydra's short error messages.
+    return run_module_in_process(
+        "cats_model.train", *overrides, env_extra={**(env_extra or {}), "HYDRA_FULL_ERROR": None}
+    )
+
+
+def run_module_in_process(
+    module: str, *args: str, env_extra: dict | None = None
+) -> subprocess.CompletedProcess:
+    """`python -m MODULE ARGS` run in this process, as run_cli_in_process runs the training command."""
+    with like_a_process([module, *args], env_extra or {}) as output:
+        code = exit_status(lambda: run_main_block(module))
+    return subprocess.CompletedProcess(["python", "-m", module, *args], code, **output)
+
+
+def run_main_block(module: str) -> None:
+    """The `__main__` block of `module`, imported already (by this process, or the server it was forked from)."""
     import runpy
     import warnings
 
-    def main() -> None:
-        with warnings.catch_warnings():
-            # runpy's note that the module was imported already: its `__main__` block runs in a copy of its own
-            warnings.filterwarnings("ignore", "'cats_model.train' found in sys.modules", RuntimeWarning)
-            runpy.run_module("cats_model.train", run_name="__main__", alter_sys=True)
-
-    # As run_cli: without HYDRA_FULL_ERROR, Hydra's short error messages.
-    with like_a_process(
-        ["cats_model.train", *overrides], {**(env_extra or {}), "HYDRA_FULL_ERROR": None}
-    ) as output:
-        code = exit_status(main)
-    return subprocess.CompletedProcess(["python", "-m", "cats_model.train", *overrides], code, **output)
+    with warnings.catch_warnings():
+        # runpy's note that the module was imported already: its `__main__` block runs in a copy of its own
+        warnings.filterwarnings("ignore", f"'{module}' found in sys.modules", RuntimeWarning)
+        runpy.run_module(module, run_name="__main__", alter_sys=True)
 
 
 @contextlib.contextmanager

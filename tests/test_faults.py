@@ -1,14 +1,14 @@
 """Preemption at any moment (SIGKILL at distinct points, restart, nothing lost), and damaged or shared run folders."""
 
 import json
-import os
 import shutil
 import signal
 import socket
 import subprocess
-import sys
+import time
 from pathlib import Path
 
+import forked
 import pytest
 import torch
 from faults import POINTS
@@ -45,15 +45,9 @@ def fault_overrides(run_dir: Path, point: str, marker: Path) -> list[str]:
 
 
 def killed_run(run_dir: Path, point: str, marker: Path) -> subprocess.CompletedProcess:
-    """The training CLI with the fault callback, in a process of its own: the kill needs one."""
-    env = {**os.environ, "PYTHONPATH": f"{TESTS_DIR}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    return subprocess.run(
-        [sys.executable, "-m", "cats_model.train", *fault_overrides(run_dir, point, marker)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-    )
+    """The training command with the fault callback, in a process of its own (the kill needs one), forked with
+    torch and Lightning imported (tests/forked.py)."""
+    return forked.run_cli(*fault_overrides(run_dir, point, marker))
 
 
 def assert_checkpoints_load(checkpoints: Path) -> None:
@@ -189,29 +183,25 @@ def test_no_good_last_checkpoint_is_one_line_and_resume_false_starts_over(traine
     assert sorted(p.name for p in checkpoints.glob("last*")) == ["last.ckpt"]
 
 
+def hold_until_killed(run_dir: Path, held) -> None:
+    with hold(run_dir):
+        held.set()
+        time.sleep(600)
+
+
 @pytest.mark.slow
 def test_a_run_folder_is_used_by_one_training_at_a_time(tmp_path):
     run_dir = tmp_path / "run"
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import sys, time; from pathlib import Path; from cats_model.run_folder import hold\n"
-            "with hold(Path(sys.argv[1])):\n    print('held', flush=True); time.sleep(600)",
-            str(run_dir),
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    held = forked.CONTEXT.Event()
+    holder = forked.start(hold_until_killed, run_dir, held)
     try:
-        assert holder.stdout.readline() == "held\n"
+        assert held.wait(120), "the holder did not take the folder"
         line = user_error_of(run_dir)
         assert line.startswith(
             f"{run_dir} is in use by another training (pid {holder.pid} on {socket.gethostname()} since "
         ), line
         assert not (run_dir / "checkpoints").exists() and not (run_dir / "csv").exists()
     finally:
-        holder.kill()  # SIGKILL: the kernel releases its lock
-        holder.wait()
+        forked.stop(holder)  # SIGKILL: the kernel releases its lock
     with hold(run_dir):  # free again: a killed holder leaves no stale lock
         pass

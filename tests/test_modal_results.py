@@ -1,13 +1,13 @@
 """A Modal user's results on the offline Modal service: fetching a run into ./runs/NAME and using it as the
 README says, TensorBoard over the outputs volume, and training on one's own photos put on the data volume."""
 
+import glob
 import json
 import shutil
-import subprocess
 import time
 
 import pytest
-from helpers import APP_FILE, REMOTE_CPU, modal_run
+from helpers import APP_FILE, REMOTE_CPU, modal_run, run_module_in_process
 from modal_service import client_process, modal_in_process
 
 from cats_model.cloud.__main__ import fetch
@@ -58,14 +58,13 @@ def test_fetch_brings_a_run_into_runs_and_the_readme_commands_use_it(
 
     data = module_modal_service.volume_path("cats-model-data")  # the synthetic data the run trained on
     photo = next(data.glob("synthetic-pet-*/images/Bengal_1.jpg"))
-    readme = [
-        f"python -m cats_model.predict runs/day/checkpoints/best-*.ckpt {photo} --json",
-        "python -m cats_model.export runs/day/checkpoints/best-*.ckpt --out cats.onnx",
-    ]
-    predicted = subprocess.run(readme[0], shell=True, capture_output=True, text=True, timeout=300)
+    # The README's commands, run in this process (their words are what is tested here): the shell's glob, then
+    # `python -m` of each.
+    [best] = glob.glob("runs/day/checkpoints/best-*.ckpt")
+    predicted = run_module_in_process("cats_model.predict", best, str(photo), "--json")
     assert predicted.returncode == 0, predicted.stderr[-2000:]
     assert str(photo) in predicted.stdout
-    exported = subprocess.run(readme[1], shell=True, capture_output=True, text=True, timeout=300)
+    exported = run_module_in_process("cats_model.export", best, "--out", "cats.onnx")
     assert exported.returncode == 0, exported.stderr[-2000:]
     assert (tmp_path / "cats.onnx").is_file()
 

@@ -1,10 +1,9 @@
 """Jobs that start at once on one data folder, as sweep jobs do locally and containers do on the data volume."""
 
 import hashlib
-import multiprocessing
 
+import forked
 import numpy as np
-import pytest
 from helpers import FAST
 from hydra.utils import instantiate
 
@@ -30,13 +29,12 @@ def prepare(data_dir: str) -> tuple[str, str]:
     return cache_file.name, hashlib.sha256(np.load(cache_file).tobytes()).hexdigest()
 
 
-@pytest.mark.slow  # four processes that import torch, three times over
 def test_jobs_starting_at_once_on_an_empty_data_folder_all_complete(tmp_path):
-    context = multiprocessing.get_context("spawn")
-    barrier = context.Barrier(JOBS)
-    with context.Pool(JOBS, initializer=_wait_for_the_others, initargs=(barrier,)) as pool:
+    # Four processes of their own, forked with torch imported (tests/forked.py), three times over.
+    barrier = forked.CONTEXT.Barrier(JOBS)
+    with forked.CONTEXT.Pool(JOBS, initializer=_wait_for_the_others, initargs=(barrier,)) as pool:
         for round_ in range(ROUNDS):
             data_dir = tmp_path / f"round{round_}"  # empty: every job finds nothing there
-            results = pool.map(prepare, [str(data_dir)] * JOBS, chunksize=1)
+            results = pool.map_async(prepare, [str(data_dir)] * JOBS, chunksize=1).get(timeout=300)
             assert len(set(results)) == 1, results  # one cache, the same content for every job
             assert [p.name for p in data_dir.iterdir() if p.name.startswith(".")] == []  # no staging left
