@@ -34,7 +34,7 @@ from cats_model.run_folder import (
 )
 from cats_model.run_layout import LAST_CHECKPOINT, METRICS_FILE
 from cats_model.run_summary import summary_block
-from cats_model.system import auto_precision, in_container, use_available_cpus, uses_cuda
+from cats_model.system import auto_precision, use_available_cpus, uses_cuda
 from cats_model.validation import check_values
 
 log = logging.getLogger(__name__)
@@ -218,8 +218,9 @@ def main(cfg: DictConfig) -> float | None:
             out_of_memory_explained(cfg),
         ):
             metrics = train(cfg)
-        # In a Modal container the entrypoint prints the block instead, with fetch in place of the paths.
-        if not in_container():
+        # Its command to continue the run repeats the overrides Hydra recorded for a config composed here; a Modal
+        # run's training process trains a config composed where the run was typed, whose caller prints the block.
+        if hydra_cfg.job.config_name == "train":
             log.info("run finished\n%s", summary_block(metrics, list(hydra_cfg.overrides.task)))
     # Sweepers such as Optuna minimise or maximise what the task returns.
     return metrics.get(cfg.get("optimized_metric")) if cfg.get("optimized_metric") else None

@@ -162,6 +162,10 @@ def test_a_call_takes_its_gpu_and_timeout_from_the_overrides_or_modal_yml(declar
 
 
 def test_a_modal_run_is_composed_once_here_as_one_run_with_the_containers_presets(tmp_path):
+    # An experiment of one's own that sets the training process's environment (as NCCL's variables are set).
+    mine = tmp_path / "configs" / "experiment" / "mine.yaml"
+    mine.parent.mkdir(parents=True)
+    mine.write_text("# @package _global_\nhydra:\n  job:\n    env_set:\n      CATS_MODEL_TEST_FLAG: 'on'\n")
     trial = [
         "optimizer.lr=0.001",
         "hparams_search=optuna_lr",
@@ -169,31 +173,37 @@ def test_a_modal_run_is_composed_once_here_as_one_run_with_the_containers_preset
         "~hydra.sweeper.params.model",
     ]
     launch = ["hydra/launcher=modal", "hydra.launcher.backend=local", "gpu=T4:2", "timeout=900"]
-    overrides = [*trial, *launch, "hydra.verbose=true"]
+    searchpath = f"hydra.searchpath=[file://{mine.parent.parent}]"
+    overrides = [*trial, *launch, searchpath, "experiment=mine", "hydra.verbose=true"]
     config, call = compose_run(overrides, load_settings(), sweep="s", job=3)
     cfg = read_config(config)
-    assert (
-        "hydra" not in cfg and cfg.optimizer.lr == 0.001
-    )  # Hydra's own node stays here: the container has its own
-    assert (call.gpu, call.timeout, call.sweep, call.job) == ("T4:2", 900, "s", 3)
+    assert cfg.optimizer.lr == 0.001 and (call.gpu, call.timeout, call.sweep, call.job) == (
+        "T4:2",
+        900,
+        "s",
+        3,
+    )
     # The container's presets, composed in: DDP over the call's two GPUs, TensorBoard beside the CSV log.
     assert cfg.trainer.strategy == "ddp" and list(cfg.logger) == ["csv", "tensorboard"]
     assert "${paths.data_dir}" in config  # paths resolve in the container, against its mounts
+    # Of Hydra's own node, only what config files may set crosses: no sweep, no run folder.
+    assert cfg.hydra == {"job": {"env_set": {"CATS_MODEL_TEST_FLAG": "on"}, "chdir": False}, "verbose": True}
     chosen = read_config(compose_run(["trainer=cpu", "logger=csv"], load_settings())[0])
     assert chosen.trainer.accelerator == "cpu" and list(chosen.logger) == ["csv"]
 
     # The training process loads it as its primary config, as `python -m cats_model.train ARGUMENTS` (@hydra.main)
     # does: one run, in the folder the container gives it, which records what was sent.
-    assert hydra_settings(overrides) == ["hydra.verbose=true"]
+    assert hydra_settings([*overrides, "hydra.run.dir=/elsewhere"]) == [searchpath, "hydra.verbose=true"]
     arguments = [*write_primary_config(config, tmp_path), "run_name=r1", f"hydra.run.dir={tmp_path / 'r1'}"]
     parser = get_args_parser()
-    modes = []
-    with like_a_process(["cats_model/train.py", *arguments], {}):
+    seen = []
+    with like_a_process(["cats_model/train.py", *arguments], {"CATS_MODEL_TEST_FLAG": None}):
         _run_hydra(
             args=parser.parse_args(arguments), args_parser=parser, config_path=str(CONFIG_DIR), config_name="train",
-            task_function=lambda cfg: modes.append(HydraConfig.get().mode),
+            task_function=lambda cfg: seen.append((HydraConfig.get().mode, os.environ.get("CATS_MODEL_TEST_FLAG"))),
         )  # fmt: skip
-    assert modes == [RunMode.RUN]
+    assert seen == [(RunMode.RUN, "on")]
+    del cfg.hydra
     assert OmegaConf.load(tmp_path / "r1" / ".hydra" / "config.yaml") == OmegaConf.merge(
         cfg, {"run_name": "r1"}
     )
@@ -206,6 +216,10 @@ def test_bad_overrides_fail_before_any_modal_call(modal_client, modal_app, mount
         (("gpu=T4:16",), "gpu=T4:16 asks for 16 T4 GPUs in one container: Modal gives at most 8"),
         (("paths.output_dir=/",), "paths.output_dir=/ cannot be set for a Modal run"),
         (("hydra.run.dir=/tmp/y",), "hydra.run.dir=/tmp/y cannot be set for a Modal run"),
+        (
+            ("+run_tag=${hydra:job.override_dirname}",),
+            "reads Hydra's own config, which differs in",
+        ),
         (("data.batch_size=0",), "data.batch_size=0 is not a valid value: expected an integer >= 2"),
         (("optimizer._target_=torch.optim.Adamw",), "unknown optimizer 'torch.optim.Adamw'"),
         (("+trainer.max_epoch=3",), "trainer.max_epoch is not a setting of Lightning's Trainer"),

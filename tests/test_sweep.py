@@ -83,7 +83,9 @@ def test_a_grid_sweep_through_modal_run_makes_one_call_per_job_on_its_gpu(
     service = modal_client
     outputs = service.volume_path("cats-model-outputs")
     sweep_dir = tmp_path / "grid"
-    args = ("run", str(APP_FILE), "--", "-m", *REMOTE_CPU, "gpu=T4,L4", f"hydra.sweep.dir={sweep_dir}")
+    # `+note`: a value resolved where it trains, never where the sweep is composed.
+    note = "+note=${paths.checkpoint_dir}"
+    args = ("run", str(APP_FILE), "--", "-m", *REMOTE_CPU, note, "gpu=T4,L4", f"hydra.sweep.dir={sweep_dir}")
     service.script("train", Attempt(hold_s=2), Attempt(hold_s=2))  # both seen running across several polls
     result = modal_in_process(service, *args)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -115,8 +117,9 @@ def test_a_grid_sweep_through_modal_run_makes_one_call_per_job_on_its_gpu(
     for run, job in zip(runs, ("0", "1")):
         trained = OmegaConf.load(run / ".hydra" / "config.yaml")
         recorded = OmegaConf.load(sweep_dir / job / ".hydra" / "config.yaml")
-        # What the container adds: its call's deadline, and its run's name.
-        del trained.callbacks.stop_before_deadline, trained.run_name, recorded.run_name
+        assert recorded.run_name == trained.run_name == run.name
+        assert OmegaConf.to_container(trained)["note"] == "${paths.checkpoint_dir}"  # as typed, unresolved
+        del trained.callbacks.stop_before_deadline  # what the container adds: its call's deadline
         assert recorded == trained
         assert list(trained.logger) == ["csv", "tensorboard"] and trained.gpu == ("T4", "L4")[int(job)]
     rows = read_summary(sweep_dir)

@@ -109,6 +109,7 @@ def test_a_local_sweep_runs_each_job_alone_and_reports_its_failed_ones_in_one_li
     for job in (2, 3):  # the training process's own user error, in one line, never retried
         assert f"job {job} failed: trainer.precision='bogus' is not a valid value" in result.stdout
         assert rows[job]["error"].startswith("trainer.precision='bogus' is not a valid value")
+        assert "\n" not in rows[job]["error"]
         assert json.loads((runs[job] / "launch.json").read_text())["status"] == "failed"
     # The sweep ends on one line of its own, not on Hydra's report of the first failed job.
     assert (

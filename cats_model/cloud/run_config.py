@@ -8,22 +8,29 @@ Paths stay interpolations in the text (`${paths.data_dir}` and the rest): they r
 its mounts, not against this machine's folders.
 """
 
+import re
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from cats_model.cloud.overrides import check_not_fixed, has_key, key, one_run
+from cats_model.cloud.overrides import FIXED_KEYS, check_not_fixed, has_key, key, one_run
 from cats_model.cloud.settings import Call, Settings
 from cats_model.config import compose_train_config
+from cats_model.errors import UserError
 from cats_model.validation import check_values
 
 # The training process's primary config, in a folder of its own that `--config-dir` puts first on Hydra's search
 # path; Hydra's own settings come from configs/hydra, as for `python -m cats_model.train`.
 CONFIG_NAME = "modal_run"
 HEADER = {"defaults": [{"hydra": "default"}, "_self_"]}
-# Hydra's own settings typed with the run (`hydra.verbose=true`, `hydra/job_logging=disabled`): no part of the
-# training config, so they reach the training process as typed.
+# Hydra's own settings typed with the run (`hydra.verbose=true`, `hydra/job_logging=disabled`) reach the training
+# process as typed; those that a config file may make (an experiment's NCCL variables in `hydra.job.env_set`) cross
+# in the config's `hydra` node. The rest of that node is the training process's own: its folder, name, overrides.
 HYDRA_KEYS = ("hydra",)
+HYDRA_SETTINGS = ("job.env_set", "job.env_copy", "job.chdir", "verbose")
+# `${hydra:...}` reads the Hydra config of the process that resolves it; only the run's folder means the same there.
+HYDRA_READ = re.compile(r"\$\{\s*hydra\s*:\s*([^}]*?)\s*\}")
+SAME_IN_THE_CONTAINER = {"runtime.output_dir"}
 
 
 def compose_run(overrides: list[str], settings: Settings, **placement) -> tuple[str, Call]:
@@ -36,6 +43,7 @@ def compose_run(overrides: list[str], settings: Settings, **placement) -> tuple[
     call = settings.call(cfg.get("gpu"), cfg.get("timeout"), **placement)
     if presets := container_presets(overrides, call):
         cfg = compose_train_config([*presets, *one_run(overrides)])
+    check_no_hydra_reads(cfg)
     check_values(cfg)
     return config_text(cfg), call
 
@@ -52,9 +60,41 @@ def container_presets(overrides: list[str], call: Call) -> list[str]:
     return presets
 
 
+def check_no_hydra_reads(cfg: DictConfig) -> None:
+    """A value that reads Hydra's config (`${hydra:job.override_dirname}`, `${hydra:runtime.choices.model}`) would
+    read the training process's, composed from the config sent, not the one composed here: refused in one line."""
+    for name, value in _leaves(OmegaConf.to_container(cfg, resolve=False), ""):
+        if name != "hydra" and not name.startswith("hydra.") and isinstance(value, str):
+            if set(HYDRA_READ.findall(value)) - SAME_IN_THE_CONTAINER:
+                raise UserError(
+                    f"{name}={value} reads Hydra's own config, which differs in a Modal run's container from the "
+                    "one composed here (only ${hydra:runtime.output_dir}, the run's folder, is the same): give the "
+                    "value itself"
+                )
+
+
+def _leaves(values, prefix: str):
+    if isinstance(values, dict):
+        for name, value in values.items():
+            yield from _leaves(value, f"{prefix}{name}.")
+    elif isinstance(values, list):
+        for index, value in enumerate(values):
+            yield from _leaves(value, f"{prefix}{index}.")
+    else:
+        yield prefix.rstrip("."), values
+
+
 def config_text(cfg: DictConfig) -> str:
-    """The composed config without Hydra's own node (the training process has its own), interpolations kept."""
-    return OmegaConf.to_yaml(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]))
+    """The composed config, interpolations kept, with the Hydra settings of HYDRA_SETTINGS that it holds."""
+    sent = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+    hydra = OmegaConf.to_container(cfg.hydra, resolve=False) if "hydra" in cfg else {}
+    for name in HYDRA_SETTINGS:
+        node = hydra
+        for part in name.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if node not in (None, {}, []):
+            OmegaConf.update(sent, f"hydra.{name}", node, force_add=True)
+    return OmegaConf.to_yaml(sent)
 
 
 def read_config(text: str) -> DictConfig:
@@ -73,5 +113,6 @@ def write_primary_config(text: str, folder: Path) -> list[str]:
 
 
 def hydra_settings(overrides: list[str]) -> list[str]:
-    """The overrides of Hydra's own settings (validated where the run was composed), as typed."""
-    return [o for o in one_run(overrides) if has_key(o, HYDRA_KEYS) and key(o) != "hydra.mode"]
+    """The overrides of Hydra's own settings (validated where the run was composed), as typed; never those of the
+    run's folder, which the container decides."""
+    return [o for o in one_run(overrides) if has_key(o, HYDRA_KEYS) and not has_key(o, FIXED_KEYS)]

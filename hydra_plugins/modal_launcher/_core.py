@@ -146,10 +146,12 @@ def run_train_calls(launcher, jobs: list[Job], sweep_dir: Path) -> tuple[list[Jo
         config, call = compose_run(
             job.overrides, settings, max_containers=launcher.max_parallel, sweep=sweep, job=job.idx
         )
-        sent = read_config(config)
+        # Unresolved: its values resolve in the container. Its Hydra settings are the job's own.
+        sent = OmegaConf.to_container(read_config(config), resolve=False)
+        del sent["hydra"]
         with open_dict(job.config):
-            for key in sent:
-                job.config[key] = sent[key]
+            for key, value in {**sent, "run_name": job.run_name}.items():
+                job.config[key] = value
         plans[job.idx] = (config, split_launch(job.overrides)[0], call)
     if launcher.backend == "modal":
         calls = ModalCalls(
