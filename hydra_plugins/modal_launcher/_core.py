@@ -148,7 +148,7 @@ def run_train_calls(launcher, jobs: list[Job], sweep_dir: Path) -> tuple[list[Jo
         )
         # Unresolved: its values resolve in the container. Its Hydra settings are the job's own.
         sent = OmegaConf.to_container(read_config(config), resolve=False)
-        del sent["hydra"]
+        sent.pop("hydra", None)
         with open_dict(job.config):
             for key, value in {**sent, "run_name": job.run_name}.items():
                 job.config[key] = value
