@@ -193,7 +193,7 @@ def test_a_modal_run_is_composed_once_here_as_one_run_with_the_containers_preset
 
     # The training process loads it as its primary config, as `python -m cats_model.train ARGUMENTS` (@hydra.main)
     # does: one run, in the folder the container gives it, which records what was sent.
-    assert hydra_settings([*overrides, "hydra.run.dir=/elsewhere"]) == [searchpath, "hydra.verbose=true"]
+    assert hydra_settings([*overrides, "hydra.run.dir=/elsewhere"]) == ["hydra.verbose=true"]
     arguments = [*write_primary_config(config, tmp_path), "run_name=r1", f"hydra.run.dir={tmp_path / 'r1'}"]
     parser = get_args_parser()
     seen = []

@@ -114,5 +114,7 @@ def write_primary_config(text: str, folder: Path) -> list[str]:
 
 def hydra_settings(overrides: list[str]) -> list[str]:
     """The overrides of Hydra's own settings (validated where the run was composed), as typed; never those of the
-    run's folder, which the container decides."""
-    return [o for o in one_run(overrides) if has_key(o, HYDRA_KEYS) and not has_key(o, FIXED_KEYS)]
+    run's folder, which the container decides, nor the config search path: it served the composition, here (a
+    folder of one's own configs need not exist in the container)."""
+    kept = [o for o in one_run(overrides) if has_key(o, HYDRA_KEYS) and not has_key(o, FIXED_KEYS)]
+    return [o for o in kept if not has_key(o, ("hydra.searchpath",))]
