@@ -12,6 +12,10 @@ from cats_model.errors import UserError
 from cats_model.override_typos import closest_key_named
 from cats_model.paths import CONFIG_DIR
 
+# The name under which a training process loads a config composed elsewhere (a Modal run's, sent as text by
+# cats_model.cloud.run_config) instead of configs/train.yaml.
+SENT_CONFIG_NAME = "modal_run"
+
 
 def compose_train_config(overrides: list[str], run_dir: str | Path | None = None) -> DictConfig:
     """Compose the config as `python -m cats_model.train OVERRIDES` would; with `run_dir`, ready to train."""

@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from cats_model.atomic import atomic_write_text
 from cats_model.callbacks import AtomicCheckpointIO, TrainSpeed, checkpoint_epoch
+from cats_model.config import SENT_CONFIG_NAME
 from cats_model.console import print_config_tree
 from cats_model.errors import SIGTERM_EXIT, UserError, crash_reported, exit_on_user_error, fail
 from cats_model.instantiators import instantiate_callbacks, instantiate_loggers
@@ -218,9 +219,10 @@ def main(cfg: DictConfig) -> float | None:
             out_of_memory_explained(cfg),
         ):
             metrics = train(cfg)
-        # Its command to continue the run repeats the overrides Hydra recorded for a config composed here; a Modal
-        # run's training process trains a config composed where the run was typed, whose caller prints the block.
-        if hydra_cfg.job.config_name == "train":
+        # Its command to continue the run repeats the overrides Hydra recorded. A config sent from where a Modal run
+        # was typed (also a local sweep's job) was composed from others: the run's caller reports it (the
+        # entrypoint's block, the sweep's table).
+        if hydra_cfg.job.config_name != SENT_CONFIG_NAME:
             log.info("run finished\n%s", summary_block(metrics, list(hydra_cfg.overrides.task)))
     # Sweepers such as Optuna minimise or maximise what the task returns.
     return metrics.get(cfg.get("optimized_metric")) if cfg.get("optimized_metric") else None

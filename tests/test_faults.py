@@ -211,9 +211,9 @@ def test_a_run_folder_is_used_by_one_training_at_a_time(tmp_path):
 def test_a_multi_process_run_is_not_stopped_by_its_own_lock(tmp_path):
     # DDP relaunches the training command for rank 1 into the same folder: only rank 0 holds the folder. (Through
     # a Modal container's body, with the config it is sent: tests/test_modal_app.py.)
-    result = forked.run_cli(
-        *FAST, "trainer.devices=2", "+trainer.strategy=ddp", f"hydra.run.dir={tmp_path / 'run'}"
-    )
+    # A rank stopped by the lock would leave the other waiting for it: the timeout ends that as a failure.
+    ddp = [*FAST, "trainer.devices=2", "+trainer.strategy=ddp", f"hydra.run.dir={tmp_path / 'run'}"]
+    result = forked.run_cli(*ddp, timeout=180)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "GLOBAL_RANK: 1, MEMBER: 2/2" in result.stdout + result.stderr
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["epoch"] == 1

@@ -19,12 +19,8 @@ from cats_model.cloud import entry
 from cats_model.cloud.calls import ModalCalls
 from cats_model.cloud.overrides import split_launch, split_run_name
 from cats_model.cloud.prepared import needs_oxford_download
-from cats_model.cloud.run_config import (
-    compose_run,
-    hydra_settings,
-    read_config,
-    write_primary_config,
-)
+from cats_model.cloud.remote import training_command
+from cats_model.cloud.run_config import compose_run, read_config
 from cats_model.cloud.settings import MODAL_YML, load_settings
 from cats_model.config import compose_train_config
 from cats_model.errors import UserError
@@ -161,11 +157,13 @@ def test_a_call_takes_its_gpu_and_timeout_from_the_overrides_or_modal_yml(declar
             settings.call(gpu, timeout)
 
 
-def test_a_modal_run_is_composed_once_here_as_one_run_with_the_containers_presets(tmp_path):
-    # An experiment of one's own that sets the training process's environment (as NCCL's variables are set).
+def test_a_modal_run_is_composed_once_here_as_one_run_with_the_containers_presets(tmp_path, monkeypatch):
+    # An experiment of one's own (in a folder the container never sees) that sets the training process's
+    # environment, as NCCL's variables are set; one more variable typed, and one copied from this machine.
     mine = tmp_path / "configs" / "experiment" / "mine.yaml"
     mine.parent.mkdir(parents=True)
     mine.write_text("# @package _global_\nhydra:\n  job:\n    env_set:\n      CATS_MODEL_TEST_FLAG: 'on'\n")
+    monkeypatch.setenv("CATS_MODEL_TEST_HERE", "from here")
     trial = [
         "optimizer.lr=0.001",
         "hparams_search=optuna_lr",
@@ -173,40 +171,45 @@ def test_a_modal_run_is_composed_once_here_as_one_run_with_the_containers_preset
         "~hydra.sweeper.params.model",
     ]
     launch = ["hydra/launcher=modal", "hydra.launcher.backend=local", "gpu=T4:2", "timeout=900"]
-    searchpath = f"hydra.searchpath=[file://{mine.parent.parent}]"
-    overrides = [*trial, *launch, searchpath, "experiment=mine", "hydra.verbose=true"]
-    config, call = compose_run(overrides, load_settings(), sweep="s", job=3)
+    hydra = [
+        f"hydra.searchpath=[file://{mine.parent.parent}]", "experiment=mine", "hydra.verbose=true",
+        "+hydra.job.env_set.CATS_MODEL_TEST_TYPED=typed", "hydra.job.env_copy=[CATS_MODEL_TEST_HERE]",
+    ]  # fmt: skip
+    config, call = compose_run([*trial, *launch, *hydra], load_settings(), sweep="s", job=3)
     cfg = read_config(config)
-    assert cfg.optimizer.lr == 0.001 and (call.gpu, call.timeout, call.sweep, call.job) == (
-        "T4:2",
-        900,
-        "s",
-        3,
-    )
+    assert cfg.optimizer.lr == 0.001
+    assert (call.gpu, call.timeout, call.sweep, call.job) == ("T4:2", 900, "s", 3)
     # The container's presets, composed in: DDP over the call's two GPUs, TensorBoard beside the CSV log.
     assert cfg.trainer.strategy == "ddp" and list(cfg.logger) == ["csv", "tensorboard"]
     assert "${paths.data_dir}" in config  # paths resolve in the container, against its mounts
-    # Of Hydra's own node, only what config files may set crosses: no sweep, no run folder.
-    assert cfg.hydra == {"job": {"env_set": {"CATS_MODEL_TEST_FLAG": "on"}, "chdir": False}, "verbose": True}
+    # Of Hydra's own node, only the settings the training process takes cross: no sweep, no run folder.
+    environment = {
+        "CATS_MODEL_TEST_FLAG": "on",
+        "CATS_MODEL_TEST_TYPED": "typed",
+        "CATS_MODEL_TEST_HERE": "from here",
+    }
+    assert cfg.hydra == {"job": {"env_set": environment, "chdir": False}, "verbose": True}
     chosen = read_config(compose_run(["trainer=cpu", "logger=csv"], load_settings())[0])
     assert chosen.trainer.accelerator == "cpu" and list(chosen.logger) == ["csv"]
 
-    # The training process loads it as its primary config, as `python -m cats_model.train ARGUMENTS` (@hydra.main)
-    # does: one run, in the folder the container gives it, which records what was sent.
-    assert hydra_settings([*overrides, "hydra.run.dir=/elsewhere"]) == ["hydra.verbose=true"]
-    arguments = [*write_primary_config(config, tmp_path), "run_name=r1", f"hydra.run.dir={tmp_path / 'r1'}"]
+    # The training process as a container starts it (`python -m cats_model.train ARGUMENTS`, @hydra.main): one run
+    # on the config sent as its primary config, its environment set, in the folder the container gives it, which
+    # records what was sent.
+    monkeypatch.delenv("CATS_MODEL_TEST_HERE")  # not in the container: its value came in the config
+    command = training_command(config, "r1", tmp_path / "r1", load_settings().call(), time.time(), tmp_path)
+    assert command[:3] == [sys.executable, "-m", "cats_model.train"]
+    arguments = command[3:]
     parser = get_args_parser()
     seen = []
-    with like_a_process(["cats_model/train.py", *arguments], {"CATS_MODEL_TEST_FLAG": None}):
+    with like_a_process(["cats_model/train.py", *arguments], dict.fromkeys(environment)):
         _run_hydra(
             args=parser.parse_args(arguments), args_parser=parser, config_path=str(CONFIG_DIR), config_name="train",
-            task_function=lambda cfg: seen.append((HydraConfig.get().mode, os.environ.get("CATS_MODEL_TEST_FLAG"))),
+            task_function=lambda _: seen.append((HydraConfig.get().mode, {k: os.environ.get(k) for k in environment})),
         )  # fmt: skip
-    assert seen == [(RunMode.RUN, "on")]
-    del cfg.hydra
-    assert OmegaConf.load(tmp_path / "r1" / ".hydra" / "config.yaml") == OmegaConf.merge(
-        cfg, {"run_name": "r1"}
-    )
+    assert seen == [(RunMode.RUN, environment)]
+    recorded = OmegaConf.load(tmp_path / "r1" / ".hydra" / "config.yaml")
+    del cfg.hydra, recorded.callbacks.stop_before_deadline  # the container's own: its call's deadline
+    assert recorded == OmegaConf.merge(cfg, {"run_name": "r1"})
 
 
 def test_bad_overrides_fail_before_any_modal_call(modal_client, modal_app, mounts, capsys):
@@ -216,9 +219,10 @@ def test_bad_overrides_fail_before_any_modal_call(modal_client, modal_app, mount
         (("gpu=T4:16",), "gpu=T4:16 asks for 16 T4 GPUs in one container: Modal gives at most 8"),
         (("paths.output_dir=/",), "paths.output_dir=/ cannot be set for a Modal run"),
         (("hydra.run.dir=/tmp/y",), "hydra.run.dir=/tmp/y cannot be set for a Modal run"),
+        (("+run_tag=${hydra:job.override_dirname}",), "reads Hydra's own config, which differs in"),
         (
-            ("+run_tag=${hydra:job.override_dirname}",),
-            "reads Hydra's own config, which differs in",
+            ("hydra/job_logging=disabled",),
+            "is a setting of Hydra's own that a Modal run's training process does not",
         ),
         (("data.batch_size=0",), "data.batch_size=0 is not a valid value: expected an integer >= 2"),
         (("optimizer._target_=torch.optim.Adamw",), "unknown optimizer 'torch.optim.Adamw'"),

@@ -106,6 +106,7 @@ def test_a_grid_sweep_through_modal_run_makes_one_call_per_job_on_its_gpu(
     for train in trains:
         log = (train.container.folder / "log.txt").read_text()
         assert "metrics written to" in log and "decoding" not in log
+        assert "run finished" not in log  # the entrypoint reports the run, with the commands that fetch it
     # One training per call: one run each on the volume, no sweep of their own.
     runs = sorted((outputs / "runs").iterdir())
     assert len(runs) == 2 and not (outputs / "sweeps").exists()

@@ -21,7 +21,7 @@ from cats_model import run_layout
 from cats_model.atomic import atomic_write_text
 from cats_model.cloud.ending import how_it_ended
 from cats_model.cloud.prepared import data_setting, is_prepared, needs_oxford_download, record_prepared
-from cats_model.cloud.run_config import hydra_settings, read_config, write_primary_config
+from cats_model.cloud.run_config import read_config, write_primary_config
 from cats_model.cloud.settings import Call, load_settings
 from cats_model.errors import CONTINUE_EXIT, OUTCOME_ENV, SIGTERM_EXIT, USER_ERROR_EXIT, UserError
 from cats_model.run_layout import (
@@ -109,7 +109,7 @@ def train(
 ) -> dict:
     """Run `python -m cats_model.train` on `config` (the run's config, composed and checked where the run was typed:
     cats_model.cloud.run_config) in the run's folder (resuming it), and return its metrics. `overrides`: the run's
-    overrides as typed, kept in its record; Hydra's own settings among them reach the training process.
+    overrides as typed, kept in its record.
 
     Training runs in a child process so that Lightning's DDP relaunches `cats_model.train`, not Modal's own
     entrypoint. What fails the same way on every attempt (a user error of the child, CUDA out of memory) comes back
@@ -141,7 +141,7 @@ def train(
         tempfile.TemporaryDirectory() as scratch,
         CheckpointCommitter(directory / CHECKPOINT_DIR, commit, commit_interval),
     ):
-        command = training_command(config, overrides, run_name, directory, call, started, Path(scratch))
+        command = training_command(config, run_name, directory, call, started, Path(scratch))
         oom_kills = _oom_kills()
         returncode, cause = _run_training(command, env, Path(scratch))
         seconds = time.time() - started
@@ -193,15 +193,14 @@ def _oom_kills() -> int:
 
 def training_command(
     config: str,
-    overrides: list[str],
     run_name: str,
     directory: Path,
     call: Call,
     started: float,
     scratch: Path,
 ) -> list:
-    """The training process of one call: the run's config (written into `scratch`), Hydra's own settings of its
-    overrides, the run's name and folder, and the deadline a margin before the call's timeout."""
+    """The training process of one call: the run's config (written into `scratch`), the run's name and folder, and
+    the deadline a margin before the call's timeout."""
     deadline = []
     if call.timeout:
         at = started + call.timeout - load_settings().train["stop_before_timeout"]
@@ -212,7 +211,7 @@ def training_command(
             f"{stop}.checkpoint=${{paths.checkpoint_dir}}/{LAST_CHECKPOINT}",
         ]
     return [
-        sys.executable, "-m", "cats_model.train", *write_primary_config(config, scratch), *hydra_settings(overrides),
+        sys.executable, "-m", "cats_model.train", *write_primary_config(config, scratch),
         *deadline, f"run_name={run_name}", f"hydra.run.dir={directory}",
     ]  # fmt: skip
 

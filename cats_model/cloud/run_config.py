@@ -13,23 +13,25 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from cats_model.cloud.overrides import FIXED_KEYS, check_not_fixed, has_key, key, one_run
+from cats_model.cloud.overrides import check_not_fixed, has_key, key, one_run
 from cats_model.cloud.settings import Call, Settings
-from cats_model.config import compose_train_config
+from cats_model.config import SENT_CONFIG_NAME, compose_train_config
 from cats_model.errors import UserError
 from cats_model.validation import check_values
 
 # The training process's primary config, in a folder of its own that `--config-dir` puts first on Hydra's search
 # path; Hydra's own settings come from configs/hydra, as for `python -m cats_model.train`.
-CONFIG_NAME = "modal_run"
 HEADER = {"defaults": [{"hydra": "default"}, "_self_"]}
-# Hydra's own settings typed with the run (`hydra.verbose=true`, `hydra/job_logging=disabled`) reach the training
-# process as typed; those that a config file may make (an experiment's NCCL variables in `hydra.job.env_set`) cross
-# in the config's `hydra` node. The rest of that node is the training process's own: its folder, name, overrides.
-HYDRA_KEYS = ("hydra",)
-HYDRA_SETTINGS = ("job.env_set", "job.env_copy", "job.chdir", "verbose")
+# Of Hydra's own settings, the training process takes these from where the run was typed (overrides or config files):
+# its environment (`hydra.job.env_set`, into which Hydra copies env_copy's variables from this machine), whether it
+# changes into its folder, and verbose logging. They cross in the config's `hydra` node; the rest of that node is the
+# training process's own (its folder, name, logging), and an override of it is refused.
+HYDRA_SETTINGS = ("job.env_set", "job.chdir", "verbose")
+# Hydra's settings that serve the composition, here: the config search path, env_copy.
+HYDRA_HERE = ("hydra.searchpath", "hydra.job.env_copy")
 # `${hydra:...}` reads the Hydra config of the process that resolves it; only the run's folder means the same there.
-HYDRA_READ = re.compile(r"\$\{\s*hydra\s*:\s*([^}]*?)\s*\}")
+# (`\${...}` is a literal, not a read.)
+HYDRA_READ = re.compile(r"(?<!\\)\$\{\s*hydra\s*:\s*([^}]*?)\s*\}")
 SAME_IN_THE_CONTAINER = {"runtime.output_dir"}
 
 
@@ -39,13 +41,15 @@ def compose_run(overrides: list[str], settings: Settings, **placement) -> tuple[
     unless the overrides choose; they follow the call's GPUs, which the composed config decides (`gpu=`, or a
     config file's `gpu:`), so a run that needs them is composed a second time with them, here."""
     check_not_fixed(overrides)
+    check_hydra_settings(overrides)
     cfg = compose_train_config(one_run(overrides))
     call = settings.call(cfg.get("gpu"), cfg.get("timeout"), **placement)
     if presets := container_presets(overrides, call):
         cfg = compose_train_config([*presets, *one_run(overrides)])
-    check_no_hydra_reads(cfg)
+    text = config_text(cfg)
+    check_no_hydra_reads(read_config(text))
     check_values(cfg)
-    return config_text(cfg), call
+    return text, call
 
 
 def container_presets(overrides: list[str], call: Call) -> list[str]:
@@ -60,17 +64,27 @@ def container_presets(overrides: list[str], call: Call) -> list[str]:
     return presets
 
 
-def check_no_hydra_reads(cfg: DictConfig) -> None:
+def check_hydra_settings(overrides: list[str]) -> None:
+    """An override of Hydra's own settings that the training process would not take is refused in one line."""
+    taken = tuple(f"hydra.{name}" for name in HYDRA_SETTINGS)
+    for override in one_run(overrides):  # a sweep's settings are the sweep's own
+        if has_key(override, ("hydra",)) and not has_key(override, (*taken, *HYDRA_HERE)):
+            raise UserError(
+                f"{override} is a setting of Hydra's own that a Modal run's training process does not take (it takes "
+                f"{', '.join(taken)}, from your overrides or config files): drop it"
+            )
+
+
+def check_no_hydra_reads(sent: DictConfig) -> None:
     """A value that reads Hydra's config (`${hydra:job.override_dirname}`, `${hydra:runtime.choices.model}`) would
     read the training process's, composed from the config sent, not the one composed here: refused in one line."""
-    for name, value in _leaves(OmegaConf.to_container(cfg, resolve=False), ""):
-        if name != "hydra" and not name.startswith("hydra.") and isinstance(value, str):
-            if set(HYDRA_READ.findall(value)) - SAME_IN_THE_CONTAINER:
-                raise UserError(
-                    f"{name}={value} reads Hydra's own config, which differs in a Modal run's container from the "
-                    "one composed here (only ${hydra:runtime.output_dir}, the run's folder, is the same): give the "
-                    "value itself"
-                )
+    for name, value in _leaves(OmegaConf.to_container(sent, resolve=False), ""):
+        if isinstance(value, str) and set(HYDRA_READ.findall(value)) - SAME_IN_THE_CONTAINER:
+            raise UserError(
+                f"{name}={value} reads Hydra's own config, which differs in a Modal run's container from the one "
+                "composed here (only ${hydra:runtime.output_dir}, the run's folder, is the same): give the value "
+                "itself"
+            )
 
 
 def _leaves(values, prefix: str):
@@ -108,13 +122,5 @@ def write_primary_config(text: str, folder: Path) -> list[str]:
     arguments of `python -m cats_model.train` that load it. Lightning's DDP starts its other ranks with the same
     arguments, so the folder lasts as long as the training process."""
     config = OmegaConf.merge(HEADER, read_config(text))
-    (folder / f"{CONFIG_NAME}.yaml").write_text(OmegaConf.to_yaml(config))
-    return ["--config-dir", str(folder), "--config-name", CONFIG_NAME]
-
-
-def hydra_settings(overrides: list[str]) -> list[str]:
-    """The overrides of Hydra's own settings (validated where the run was composed), as typed; never those of the
-    run's folder, which the container decides, nor the config search path: it served the composition, here (a
-    folder of one's own configs need not exist in the container)."""
-    kept = [o for o in one_run(overrides) if has_key(o, HYDRA_KEYS) and not has_key(o, FIXED_KEYS)]
-    return [o for o in kept if not has_key(o, ("hydra.searchpath",))]
+    (folder / f"{SENT_CONFIG_NAME}.yaml").write_text(OmegaConf.to_yaml(config))
+    return ["--config-dir", str(folder), "--config-name", SENT_CONFIG_NAME]
