@@ -63,8 +63,9 @@ def prepare_data(configs: list[str], commit: Callable[[], None] | None) -> dict:
     """The data of the runs about to start (their configs, as cats_model.cloud.run_config sends them), made once on
     the data volume before any of them starts: Oxford-IIIT Pet downloaded and verified (when a run reads it), then
     for each distinct data config the files generated or listed and the decoded-image cache built. N jobs of a
-    sweep then find it all ready instead of each decoding the dataset on its GPU. Data prepared by an earlier call is left as it is (cats_model.cloud.prepared). A run
-    whose data fails here is left to fail in its own call, with its own message."""
+    sweep then find it all ready instead of each decoding the dataset on its GPU. Data prepared by an earlier call
+    is left as it is (cats_model.cloud.prepared). A run whose data fails here is left to fail in its own call, with
+    its own message."""
     from hydra.utils import instantiate
 
     from cats_model.download import default_root, download, is_complete
