@@ -66,10 +66,20 @@ def check_all_set(cfg: DictConfig) -> None:
         raise UserError(f"{key} is not set: give it a value ({key}=...){choose}")
 
 
-def _missing_keys(values: Any, prefix: str = "") -> list[str]:
+def _missing_keys(values: Any) -> list[str]:
+    return [key for key, value in leaves(values) if value == "???"]
+
+
+def leaves(values: Any, prefix: str = ""):
+    """(dotted key, value) of every value in nested dicts and lists (a list item's key is its index)."""
     if isinstance(values, dict):
-        return [k for key, value in values.items() for k in _missing_keys(value, f"{prefix}{key}.")]
-    return [prefix[:-1]] if values == "???" else []
+        for key, value in values.items():
+            yield from leaves(value, f"{prefix}{key}.")
+    elif isinstance(values, list):
+        for index, value in enumerate(values):
+            yield from leaves(value, f"{prefix}{index}.")
+    else:
+        yield prefix[:-1], values
 
 
 def check_arguments(target: Any, settings: dict, group: str) -> None:

@@ -14,7 +14,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from helpers import run_main_block
+from helpers import output_into, run_main_block
 
 CONTEXT = multiprocessing.get_context("forkserver")
 # Imported once by the server, before any child forks from it.
@@ -62,9 +62,6 @@ def _in_session(env: dict, target, args) -> None:
 
 def _cli(overrides: tuple[str, ...], out: Path, err: Path) -> None:
     with open(out, "w") as stdout, open(err, "w") as stderr:
-        os.dup2(stdout.fileno(), 1)
-        os.dup2(stderr.fileno(), 2)
-    sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115 (the process's own, to its end)
-    sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
+        output_into(stdout, stderr)  # the process's own, to its end
     sys.argv = ["cats_model/train.py", *overrides]
     run_main_block("cats_model.train")

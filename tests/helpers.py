@@ -110,10 +110,7 @@ def like_a_process(argv: list[str], env: dict[str, str | None]):
         try:
             set_environment(env)
             sys.argv = list(argv)
-            os.dup2(out.fileno(), 1)
-            os.dup2(err.fileno(), 2)
-            sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115 (put back below)
-            sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
+            output_into(out, err)
             yield output
         finally:
             sys.stdout.flush()
@@ -131,6 +128,14 @@ def like_a_process(argv: list[str], env: dict[str, str | None]):
             out.seek(0)
             err.seek(0)
             output.update(stdout=out.read(), stderr=err.read())
+
+
+def output_into(out, err) -> None:
+    """This process's stdout and stderr, Python's and its children's alike, into the open files `out` and `err`."""
+    os.dup2(out.fileno(), 1)
+    os.dup2(err.fileno(), 2)
+    sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115 (fd 1 itself, put back by the caller)
+    sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
 
 
 def set_environment(values: dict[str, str | None]) -> None:

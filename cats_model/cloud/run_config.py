@@ -17,7 +17,7 @@ from cats_model.cloud.overrides import check_not_fixed, has_key, key, one_run
 from cats_model.cloud.settings import Call, Settings
 from cats_model.config import SENT_CONFIG_NAME, compose_train_config
 from cats_model.errors import UserError
-from cats_model.validation import check_values
+from cats_model.validation import check_values, leaves
 
 # The training process's primary config, in a folder of its own that `--config-dir` puts first on Hydra's search
 # path; Hydra's own settings come from configs/hydra, as for `python -m cats_model.train`.
@@ -46,10 +46,10 @@ def compose_run(overrides: list[str], settings: Settings, **placement) -> tuple[
     call = settings.call(cfg.get("gpu"), cfg.get("timeout"), **placement)
     if presets := container_presets(overrides, call):
         cfg = compose_train_config([*presets, *one_run(overrides)])
-    text = config_text(cfg)
-    check_no_hydra_reads(read_config(text))
+    sent = sent_config(cfg)
+    check_no_hydra_reads(sent)
     check_values(cfg)
-    return text, call
+    return OmegaConf.to_yaml(sent), call
 
 
 def container_presets(overrides: list[str], call: Call) -> list[str]:
@@ -78,7 +78,7 @@ def check_hydra_settings(overrides: list[str]) -> None:
 def check_no_hydra_reads(sent: DictConfig) -> None:
     """A value that reads Hydra's config (`${hydra:job.override_dirname}`, `${hydra:runtime.choices.model}`) would
     read the training process's, composed from the config sent, not the one composed here: refused in one line."""
-    for name, value in _leaves(OmegaConf.to_container(sent, resolve=False), ""):
+    for name, value in leaves(OmegaConf.to_container(sent, resolve=False)):
         if isinstance(value, str) and set(HYDRA_READ.findall(value)) - SAME_IN_THE_CONTAINER:
             raise UserError(
                 f"{name}={value} reads Hydra's own config, which differs in a Modal run's container from the one "
@@ -87,18 +87,7 @@ def check_no_hydra_reads(sent: DictConfig) -> None:
             )
 
 
-def _leaves(values, prefix: str):
-    if isinstance(values, dict):
-        for name, value in values.items():
-            yield from _leaves(value, f"{prefix}{name}.")
-    elif isinstance(values, list):
-        for index, value in enumerate(values):
-            yield from _leaves(value, f"{prefix}{index}.")
-    else:
-        yield prefix.rstrip("."), values
-
-
-def config_text(cfg: DictConfig) -> str:
+def sent_config(cfg: DictConfig) -> DictConfig:
     """The composed config, interpolations kept, with the Hydra settings of HYDRA_SETTINGS that it holds."""
     sent = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
     hydra = OmegaConf.to_container(cfg.hydra, resolve=False) if "hydra" in cfg else {}
@@ -108,11 +97,11 @@ def config_text(cfg: DictConfig) -> str:
             node = node.get(part) if isinstance(node, dict) else None
         if node not in (None, {}, []):
             OmegaConf.update(sent, f"hydra.{name}", node, force_add=True)
-    return OmegaConf.to_yaml(sent)
+    return sent
 
 
 def read_config(text: str) -> DictConfig:
-    """The config a text of `config_text` holds, as the container reads it (its paths resolved against its
+    """The config a text of `compose_run` holds, as the container reads it (its paths resolved against its
     mounts when read)."""
     return OmegaConf.create(text)
 
