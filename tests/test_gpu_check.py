@@ -91,9 +91,8 @@ def test_the_dry_run_on_the_cpu_passes_every_check(tmp_path):
         assert figures[name]["precision"] == "32-true" and 0 <= figures[name]["test/acc"] <= 1, name
         assert figures[name]["train_images_per_sec"] > 0, name
     assert figures["resume_after_kill"]["resumed_from_epoch"] == 0
-    assert (
-        figures["train_ddp"]["processes"] == 1
-    )  # the DDP strategy's process group, on one device as on a GPU
+    # The DDP strategy's process group, on one device as on a GPU.
+    assert figures["train_ddp"]["processes"] == 1
     assert figures["predict"]["images"] == 24 and figures["predict"]["device"] == "cpu"
     export = figures["export"]
     assert export["max_abs_logit_diff"] <= 1e-4 * max(1, export["max_abs_logit"]) and export["classes"] == 12

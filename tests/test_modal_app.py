@@ -239,13 +239,15 @@ def test_bad_overrides_fail_before_any_modal_call(modal_client, modal_app, mount
 def test_deterministic_errors_are_returned_not_raised_so_modal_never_retries_them(
     modal_app, mounts, tmp_path
 ):
-    cpu = modal_run(["model=mobilenet_v3_small", "model.pretrained=false", "trainer.accelerator=cpu"])
+    cpu = ["model=mobilenet_v3_small", "model.pretrained=false", "trainer.accelerator=cpu"]
     missing = modal_app.train.local(
-        *modal_run([*cpu[1], "data=cat_breeds", f"data.root={tmp_path}/none"]), "missing", call()
+        *modal_run([*cpu, "data=cat_breeds", f"data.root={tmp_path}/none"]), "missing", call()
     )
     assert missing["error"].startswith("no Oxford-IIIT Pet dataset at")
-    assert modal_app.train.local(*cpu, "../escape", call())["error"].startswith("run name '../escape'")
-    assert modal_app.train.local(*cpu, "abc\n", call())["error"].startswith("run name 'abc\\n'")
+    assert modal_app.train.local(*modal_run(cpu), "../escape", call())["error"].startswith(
+        "run name '../escape'"
+    )
+    assert modal_app.train.local(*modal_run(cpu), "abc\n", call())["error"].startswith("run name 'abc\\n'")
     assert not (mounts[1] / "escape").exists()  # refused before anything ran
     assert json.loads((mounts[1] / "runs" / "missing" / "launch.json").read_text())["status"] == "failed"
 
@@ -276,9 +278,8 @@ def test_the_training_process_says_why_it_failed_and_only_crashes_raise(
     last = (mounts[1] / "runs" / "crash" / "train.log").read_text().strip().splitlines()[-1]
     assert str(crashed.value).endswith(last)
     assert json.loads((mounts[1] / "runs" / "crash" / "launch.json").read_text())["status"] == "crashed"
-    assert (
-        modal_app.train.local(*modal_run(kill), "crash", call())["epoch"] == 1
-    )  # the retry finishes the run
+    # The retry finishes the run.
+    assert modal_app.train.local(*modal_run(kill), "crash", call())["epoch"] == 1
 
 
 @pytest.mark.slow

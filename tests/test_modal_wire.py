@@ -128,9 +128,8 @@ def test_a_run_held_running_is_waited_for_and_one_submitted_again_is_followed_no
     # The second client asked for the running call's state: a poll that may not wait (the first polls for CLIENT_POLL_S).
     while 0 not in modal_service.polls and time.time() < deadline:
         time.sleep(0.2)
-    empty_polls = modal_service.polls.count(
-        CLIENT_POLL_S
-    )  # answered empty: the call cannot end before the gate opens
+    # Answered empty: the call cannot end before the gate opens.
+    empty_polls = modal_service.polls.count(CLIENT_POLL_S)
     gate.write_text("go")
     first, second = first(), second()
     assert first.returncode == 0 and second.returncode == 0, second.stderr[-3000:]
